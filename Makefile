@@ -1,7 +1,7 @@
 # The README's commands. Everything real lives in CMake; this file only strings steps together.
 #   make run     install what is missing, build, start a single-member batond
 #   make test    install what is missing, build (gcc + ASan/UBSan, and clang), run every test
-.PHONY: all deps build build-asan build-clang test run clean format
+.PHONY: all deps build build-asan build-clang test fuzz run clean format
 
 JOBS    ?= $(shell nproc)
 RELEASE := build/release
@@ -26,8 +26,15 @@ build-clang: deps
 	@CC=clang cmake -S . -B $(CLANG) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBATON_FUZZ=ON >/dev/null
 	@cmake --build $(CLANG) -j $(JOBS)
 
+# Bounded fuzzing first (clang build), then the whole suite under ASan + UBSan, whose summary
+# is the closing line.
 test: build build-clang build-asan
+	@ctest --test-dir $(CLANG) --output-on-failure -L fuzz --no-tests=ignore
 	@ctest --test-dir $(ASAN) --output-on-failure -j $(JOBS) --timeout 900
+
+# Long fuzzing runs: make fuzz FUZZ_SECONDS=3600
+fuzz: build-clang
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-600} ctest --test-dir $(CLANG) --output-on-failure -L fuzz
 
 run: build
 	@if [ -x $(RELEASE)/src/cmd/batond/batond ]; then \

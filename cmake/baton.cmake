@@ -36,3 +36,30 @@ function(baton_program name)
   target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src)
   target_link_libraries(${name} PRIVATE ${P_LIBS})
 endfunction()
+
+# baton_fuzz(<name> SOURCES ... [LIBS ...] [SECONDS n] [CORPUS dir]): a libFuzzer target, built
+# only in the clang build (BATON_FUZZ=ON). It is registered with CTest under the label "fuzz"
+# and runs for SECONDS (default 20) from its checked-in corpus; `make fuzz FUZZ_SECONDS=n`
+# runs every target for longer. New inputs go to a scratch copy, never into the repo.
+function(baton_fuzz name)
+  cmake_parse_arguments(F "" "SECONDS;CORPUS" "SOURCES;LIBS" ${ARGN})
+  if(NOT BATON_FUZZ)
+    return()
+  endif()
+  if(NOT F_SECONDS)
+    set(F_SECONDS 20)
+  endif()
+  add_executable(${name} ${F_SOURCES})
+  target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src)
+  target_link_libraries(${name} PRIVATE ${F_LIBS})
+  target_link_options(${name} PRIVATE -fsanitize=fuzzer)
+  set(work ${CMAKE_CURRENT_BINARY_DIR}/${name}.corpus)
+  set(seeds "")
+  if(F_CORPUS)
+    set(seeds ${F_CORPUS})
+  endif()
+  add_test(NAME ${name}
+           COMMAND sh -c "mkdir -p '${work}' && exec \"$0\" -max_total_time=\${FUZZ_SECONDS:-${F_SECONDS}} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 '${work}' ${seeds}"
+                   $<TARGET_FILE:${name}>)
+  set_tests_properties(${name} PROPERTIES LABELS fuzz TIMEOUT 7200)
+endfunction()

@@ -44,8 +44,7 @@ const char *baton_strerror(int err);
  * For programmer errors only (broken invariants); they stay on in release builds. Bad input from
  * outside is an error code, never an assertion. */
 _Noreturn void baton_assert_fail(const char *expr, const char *file, int line, const char *func);
-#define BATON_ASSERT(e)                                                                            \
-    ((e) ? (void)0 : baton_assert_fail(#e, __FILE__, __LINE__, __func__))
+#define BATON_ASSERT(e)     ((e) ? (void)0 : baton_assert_fail(#e, __FILE__, __LINE__, __func__))
 #define BATON_UNREACHABLE() baton_assert_fail("unreachable", __FILE__, __LINE__, __func__)
 
 #define BATON_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

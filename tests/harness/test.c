@@ -117,6 +117,17 @@ static bool selected(const char *name, int argc, char **argv)
     return false;
 }
 
+/* One test under setjmp; kept apart from main's loop so no loop variable lives across it. */
+static bool run_one(const struct test_case *t)
+{
+    test_current = t->name;
+    test_dir[0] = 0;
+    if (setjmp(test_jmp) != 0)
+        return false;
+    t->fn();
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     int passed = 0, failed = 0;
@@ -124,19 +135,16 @@ int main(int argc, char **argv)
     for (int i = 0; i < tests_len; i++) {
         if (!selected(tests[i].name, argc, argv))
             continue;
-        test_current = tests[i].name;
-        test_dir[0] = 0;
-        if (setjmp(test_jmp) == 0) {
-            tests[i].fn();
+        if (run_one(&tests[i])) {
             printf("ok   %s\n", tests[i].name);
             passed++;
             if (test_dir[0])
                 nftw(test_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
         } else {
-            printf("FAIL %s%s%s\n", tests[i].name, test_dir[0] ? " (files kept in " : "",
-                   test_dir[0] ? test_dir : "");
             if (test_dir[0])
-                printf(")\n");
+                printf("FAIL %s (files kept in %s)\n", tests[i].name, test_dir);
+            else
+                printf("FAIL %s\n", tests[i].name);
             failed++;
         }
     }

@@ -53,8 +53,9 @@ const char *test_tmpdir(void);
     do {                                                                                           \
         uint64_t a_ = (uint64_t)(a), b_ = (uint64_t)(b);                                           \
         if (a_ != b_)                                                                              \
-            test_fail(__FILE__, __LINE__, "%s == %s: %" PRIu64 " (0x%" PRIx64 ") vs %" PRIu64      \
-                      " (0x%" PRIx64 ")", #a, #b, a_, a_, b_, b_);                                 \
+            test_fail(__FILE__, __LINE__,                                                          \
+                      "%s == %s: %" PRIu64 " (0x%" PRIx64 ") vs %" PRIu64 " (0x%" PRIx64 ")", #a,  \
+                      #b, a_, a_, b_, b_);                                                         \
     } while (0)
 
 /* 0 expected; on failure prints the code and its baton_strerror text. */
@@ -69,8 +70,8 @@ const char *test_tmpdir(void);
     do {                                                                                           \
         const char *a_ = (a), *b_ = (b);                                                           \
         if (!test_str_eq(a_, b_))                                                                  \
-            test_fail(__FILE__, __LINE__, "%s == %s: \"%s\" vs \"%s\"", #a, #b, a_ ? a_ : "(null)", \
-                      b_ ? b_ : "(null)");                                                         \
+            test_fail(__FILE__, __LINE__, "%s == %s: \"%s\" vs \"%s\"", #a, #b,                    \
+                      a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                     \
     } while (0)
 
 #define CHECK_MEM(a, alen, b, blen)                                                                \

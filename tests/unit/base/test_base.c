@@ -32,7 +32,7 @@ TEST(crc32c_extend_equals_whole)
 
 TEST(varint_roundtrip_and_rejects)
 {
-    uint64_t vals[] = {0, 1, 127, 128, 300, 16383, 16384, UINT32_MAX, (uint64_t)1 << 63,
+    uint64_t vals[] = {0,         1, 127, 128, 300, 16383, 16384, UINT32_MAX, (uint64_t)1 << 63,
                        UINT64_MAX};
     for (size_t i = 0; i < BATON_ARRAY_LEN(vals); i++) {
         uint8_t b[VARINT_MAX_LEN];
