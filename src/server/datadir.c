@@ -1,0 +1,163 @@
+/* The data directory: layout, creation with directory fsyncs, and the single-owner lock. */
+#include "server/server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+/* mkdir that accepts an existing directory and refuses anything else at the path. */
+static int ensure_dir(const char *path, bool *created, char *err, size_t err_len)
+{
+    struct stat st;
+    *created = false;
+    if (stat(path, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            snprintf(err, err_len, "%s: exists and is not a directory", path);
+            return -ENOTDIR;
+        }
+        return 0;
+    }
+    if (errno != ENOENT || mkdir(path, 0700) != 0) {
+        int e = errno;
+        snprintf(err, err_len, "%s: cannot create directory: %s", path, strerror(e));
+        return -e;
+    }
+    *created = true;
+    return 0;
+}
+
+static int join(char *out, const char *a, const char *b, char *err, size_t err_len)
+{
+    int n = snprintf(out, PATH_MAX, "%s/%s", a, b);
+    if (n < 0 || n >= PATH_MAX) {
+        snprintf(err, err_len, "%s: path too long", a);
+        return -ENAMETOOLONG;
+    }
+    return 0;
+}
+
+static int take_lock(struct server_datadir *d, char *err, size_t err_len)
+{
+    char path[PATH_MAX];
+    int rc = join(path, d->root, "batond.lock", err, err_len);
+    if (rc)
+        return rc;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, err_len, "%s: cannot open lock file: %s", path, strerror(e));
+        return -e;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[32] = {0};
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(fd);
+        if (e == EWOULDBLOCK) {
+            snprintf(err, err_len, "%s: data directory is in use by another batond (pid %s)",
+                     d->root, pid[0] ? pid : "unknown");
+            return BATON_EBUSY;
+        }
+        snprintf(err, err_len, "%s: cannot lock: %s", path, strerror(e));
+        return -e;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        int e = errno;
+        snprintf(err, err_len, "%s: cannot write lock file: %s", path, strerror(e));
+        close(fd);
+        return -e;
+    }
+    d->lock_fd = fd;
+    return 0;
+}
+
+int server_datadir_open(const char *root, struct server_datadir *d, char *err, size_t err_len)
+{
+    memset(d, 0, sizeof(*d));
+    d->lock_fd = -1;
+    err[0] = 0;
+    if (strlen(root) >= sizeof(d->root)) {
+        snprintf(err, err_len, "data directory path too long");
+        return -ENAMETOOLONG;
+    }
+    strcpy(d->root, root);
+    bool root_created, member_created, c;
+    int rc = ensure_dir(d->root, &root_created, err, err_len);
+    if (rc == 0 && access(d->root, W_OK | X_OK) != 0) {
+        rc = -errno;
+        snprintf(err, err_len, "%s: not writable: %s", d->root, strerror(errno));
+    }
+    rc = rc ? rc : take_lock(d, err, err_len);
+    rc = rc ? rc : join(d->member, d->root, "member", err, err_len);
+    rc = rc ? rc : join(d->wal, d->member, "wal", err, err_len);
+    rc = rc ? rc : join(d->snap, d->member, "snap", err, err_len);
+    rc = rc ? rc : join(d->db, d->member, "db", err, err_len);
+    if (rc)
+        goto fail;
+    struct stat st;
+    d->fresh = stat(d->member, &st) != 0;
+    if (!d->fresh) {
+        /* An existing member directory must be whole: a half-made one is not silently reset. */
+        if (!S_ISDIR(st.st_mode) || stat(d->wal, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            snprintf(err, err_len,
+                     "%s: member directory is incomplete (no wal/): refusing to start; move it "
+                     "away to rejoin as a new member",
+                     d->member);
+            rc = BATON_ECORRUPT;
+            goto fail;
+        }
+    }
+    rc = ensure_dir(d->member, &member_created, err, err_len);
+    rc = rc ? rc : ensure_dir(d->snap, &c, err, err_len);
+    rc = rc ? rc : ensure_dir(d->wal, &c, err, err_len);
+    /* Make the new directory entries durable before anything is written inside them. */
+    if (!rc && member_created)
+        rc = fsync_dir(d->member);
+    if (!rc && member_created)
+        rc = fsync_dir(d->root);
+    if (!rc && root_created) {
+        char parent[PATH_MAX];
+        snprintf(parent, sizeof(parent), "%s", d->root);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent)
+            *slash = 0;
+        else
+            strcpy(parent, slash ? "/" : ".");
+        rc = fsync_dir(parent);
+    }
+    if (rc) {
+        if (!err[0])
+            snprintf(err, err_len, "%s: %s", d->root, baton_strerror(rc));
+        goto fail;
+    }
+    return 0;
+fail:
+    server_datadir_close(d);
+    return rc;
+}
+
+void server_datadir_close(struct server_datadir *d)
+{
+    if (d->lock_fd >= 0)
+        close(d->lock_fd); /* releases the flock */
+    d->lock_fd = -1;
+}
