@@ -1,0 +1,990 @@
+/* Unit tests for mvcc/: revisions, ranges, txns, compaction, leases, watch, hash, quota, defrag,
+ * reopen. Expected values follow etcd 3.4's behaviour (see tests/unit/mvcc/etcd_compare.sh for
+ * the same sequences checked against a real etcd). */
+#include "mvcc/mvcc.h"
+#include "test.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define B(s) ((struct mvcc_bytes){(const uint8_t *)(s), strlen(s)})
+
+static struct arena A;
+static uint64_t g_index;
+
+static struct mvcc_store *open_store_at(const char *path)
+{
+    struct mvcc_config cfg;
+    mvcc_config_default(&cfg);
+    cfg.path = path;
+    cfg.quota_bytes = 64 << 20;
+    struct mvcc_store *s = NULL;
+    char err[256];
+    int rc = mvcc_open(&cfg, &s, err, sizeof(err));
+    if (rc != 0)
+        test_fail(__FILE__, __LINE__, "open: %s", err);
+    g_index = mvcc_applied_index(s);
+    arena_init(&A, 1 << 16);
+    return s;
+}
+
+static char g_path[512];
+static struct mvcc_store *open_store(void)
+{
+    snprintf(g_path, sizeof(g_path), "%s/db", test_tmpdir());
+    return open_store_at(g_path);
+}
+
+static void begin(struct mvcc_store *s)
+{
+    CHECK_OK(mvcc_batch_begin(s, ++g_index, 1));
+}
+
+static int put(struct mvcc_store *s, const char *k, const char *v, int64_t lease)
+{
+    struct mvcc_put_req r = {.key = B(k), .value = B(v), .lease = lease};
+    struct mvcc_put_resp resp;
+    begin(s);
+    int rc = mvcc_put(s, &r, &A, &resp);
+    CHECK_OK(mvcc_batch_commit(s));
+    return rc;
+}
+
+static int64_t del(struct mvcc_store *s, const char *k, const char *end)
+{
+    struct mvcc_delete_req r = {.key = B(k), .range_end = end ? B(end) : (struct mvcc_bytes){0}};
+    struct mvcc_delete_resp resp;
+    begin(s);
+    CHECK_OK(mvcc_delete_range(s, &r, &A, &resp));
+    CHECK_OK(mvcc_batch_commit(s));
+    return resp.deleted;
+}
+
+/* Gets one key at rev; returns false when absent. */
+static bool get(struct mvcc_store *s, const char *k, int64_t rev, struct mvcc_kv *out)
+{
+    struct mvcc_range_req r = {.key = B(k), .revision = rev};
+    struct mvcc_range_resp resp;
+    CHECK_OK(mvcc_range(s, &r, &A, &resp));
+    if (resp.kvs_len == 0)
+        return false;
+    CHECK_EQ(resp.kvs_len, 1);
+    *out = resp.kvs[0];
+    return true;
+}
+
+static void check_kv(const struct mvcc_kv *kv, const char *k, const char *v, int64_t create,
+                     int64_t mod, int64_t ver)
+{
+    CHECK_MEM(kv->key.p, kv->key.len, k, strlen(k));
+    CHECK_MEM(kv->value.p, kv->value.len, v, strlen(v));
+    CHECK_EQ(kv->create_revision, create);
+    CHECK_EQ(kv->mod_revision, mod);
+    CHECK_EQ(kv->version, ver);
+}
+
+TEST(revisions_versions_put_delete)
+{
+    struct mvcc_store *s = open_store();
+    CHECK_EQ(mvcc_rev(s), 0);
+    CHECK_OK(put(s, "a", "1", 0)); /* rev 1 */
+    CHECK_OK(put(s, "a", "2", 0)); /* rev 2 */
+    CHECK_OK(put(s, "b", "x", 0)); /* rev 3 */
+    struct mvcc_kv kv;
+    CHECK(get(s, "a", 0, &kv));
+    check_kv(&kv, "a", "2", 1, 2, 2);
+    CHECK(get(s, "a", 1, &kv));
+    check_kv(&kv, "a", "1", 1, 1, 1);
+    CHECK_EQ(del(s, "a", NULL), 1); /* rev 4 */
+    CHECK_EQ(mvcc_rev(s), 4);
+    CHECK_EQ(del(s, "a", NULL), 0); /* missing: no revision */
+    CHECK_EQ(mvcc_rev(s), 4);
+    CHECK(!get(s, "a", 0, &kv));
+    CHECK(get(s, "a", 3, &kv));
+    CHECK_OK(put(s, "a", "3", 0)); /* rev 5: new generation */
+    CHECK(get(s, "a", 0, &kv));
+    check_kv(&kv, "a", "3", 5, 5, 1);
+    /* The packed bytes are a valid KeyValue: field 1 first. */
+    CHECK_EQ(kv.packed[0], 0x0a);
+    CHECK_EQ(mvcc_key_count(s), 2);
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+TEST(range_options)
+{
+    struct mvcc_store *s = open_store();
+    const char *keys[] = {"k1", "k2", "k3", "k4", "k5"};
+    const char *vals[] = {"e", "d", "c", "b", "a"};
+    for (int i = 0; i < 5; i++)
+        CHECK_OK(put(s, keys[i], vals[i], 0)); /* revs 1..5 */
+    CHECK_OK(put(s, "k2", "dd", 0));           /* rev 6, k2 version 2 */
+    struct mvcc_range_req r = {.key = B("k1"), .range_end = B("k4")};
+    struct mvcc_range_resp resp;
+    CHECK_OK(mvcc_range(s, &r, &A, &resp));
+    CHECK_EQ(resp.count, 3);
+    CHECK_EQ(resp.kvs_len, 3);
+    CHECK_EQ(resp.header_revision, 6);
+    CHECK(!resp.more);
+    /* limit + more; count is the total. */
+    r.limit = 2;
+    CHECK_OK(mvcc_range(s, &r, &A, &resp));
+    CHECK_EQ(resp.kvs_len, 2);
+    CHECK_EQ(resp.count, 3);
+    CHECK(resp.more);
+    /* "\0" range_end: every key >= key. */
+    struct mvcc_range_req all = {.key = B("k3"), .range_end = {(const uint8_t *)"", 1}};
+    CHECK_OK(mvcc_range(s, &all, &A, &resp));
+    CHECK_EQ(resp.count, 3);
+    /* Prefix: [k, k+1). */
+    struct mvcc_range_req pre = {.key = B("k"), .range_end = B("l")};
+    CHECK_OK(mvcc_range(s, &pre, &A, &resp));
+    CHECK_EQ(resp.count, 5);
+    /* Sort by value ascending. */
+    pre.sort_target = MVCC_SORT_VALUE;
+    pre.sort_order = MVCC_SORT_ASCEND;
+    CHECK_OK(mvcc_range(s, &pre, &A, &resp));
+    CHECK_MEM(resp.kvs[0].key.p, resp.kvs[0].key.len, "k5", 2);
+    CHECK_MEM(resp.kvs[4].key.p, resp.kvs[4].key.len, "k1", 2);
+    /* Sort by key descending with limit. */
+    pre.sort_target = MVCC_SORT_KEY;
+    pre.sort_order = MVCC_SORT_DESCEND;
+    pre.limit = 2;
+    CHECK_OK(mvcc_range(s, &pre, &A, &resp));
+    CHECK_EQ(resp.kvs_len, 2);
+    CHECK(resp.more);
+    CHECK_MEM(resp.kvs[0].key.p, resp.kvs[0].key.len, "k5", 2);
+    CHECK_MEM(resp.kvs[1].key.p, resp.kvs[1].key.len, "k4", 2);
+    /* Version target with order NONE sorts ascending; ties keep key order. */
+    pre.limit = 0;
+    pre.sort_target = MVCC_SORT_VERSION;
+    pre.sort_order = MVCC_SORT_NONE;
+    CHECK_OK(mvcc_range(s, &pre, &A, &resp));
+    CHECK_MEM(resp.kvs[4].key.p, resp.kvs[4].key.len, "k2", 2);
+    CHECK_MEM(resp.kvs[0].key.p, resp.kvs[0].key.len, "k1", 2);
+    /* Mod and create revision sorting, descending. */
+    pre.sort_target = MVCC_SORT_MOD;
+    pre.sort_order = MVCC_SORT_DESCEND;
+    CHECK_OK(mvcc_range(s, &pre, &A, &resp));
+    CHECK_MEM(resp.kvs[0].key.p, resp.kvs[0].key.len, "k2", 2);
+    pre.sort_target = MVCC_SORT_CREATE;
+    CHECK_OK(mvcc_range(s, &pre, &A, &resp));
+    CHECK_MEM(resp.kvs[0].key.p, resp.kvs[0].key.len, "k5", 2);
+    /* keys_only strips values from the packed bytes too. */
+    struct mvcc_range_req ko = {.key = B("k1"), .keys_only = true};
+    CHECK_OK(mvcc_range(s, &ko, &A, &resp));
+    CHECK_EQ(resp.kvs[0].value.len, 0);
+    CHECK_EQ(resp.kvs[0].version, 1);
+    /* count_only. */
+    struct mvcc_range_req co = {.key = B("k"), .range_end = B("l"), .count_only = true};
+    CHECK_OK(mvcc_range(s, &co, &A, &resp));
+    CHECK_EQ(resp.count, 5);
+    CHECK_EQ(resp.kvs_len, 0);
+    /* Filters: min/max mod and create; count stays the total. */
+    struct mvcc_range_req f = {.key = B("k"), .range_end = B("l"), .min_mod_revision = 4};
+    CHECK_OK(mvcc_range(s, &f, &A, &resp));
+    CHECK_EQ(resp.kvs_len, 3); /* k2@6, k4@4, k5@5 */
+    CHECK_EQ(resp.count, 5);
+    f.min_mod_revision = 0;
+    f.max_create_revision = 2;
+    CHECK_OK(mvcc_range(s, &f, &A, &resp));
+    CHECK_EQ(resp.kvs_len, 2);
+    f.max_create_revision = 0;
+    f.min_create_revision = 3;
+    f.max_mod_revision = 4;
+    CHECK_OK(mvcc_range(s, &f, &A, &resp));
+    CHECK_EQ(resp.kvs_len, 2); /* k3, k4 */
+    /* Revision in the past, in the future. */
+    struct mvcc_range_req old = {.key = B("k2"), .revision = 5};
+    CHECK_OK(mvcc_range(s, &old, &A, &resp));
+    CHECK_MEM(resp.kvs[0].value.p, resp.kvs[0].value.len, "d", 1);
+    old.revision = 7;
+    CHECK_EQ(mvcc_range(s, &old, &A, &resp), BATON_EFUTURE);
+    struct mvcc_range_req empty = {0};
+    CHECK_EQ(mvcc_range(s, &empty, &A, &resp), MVCC_EEMPTYKEY);
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+TEST(put_flags_and_errors)
+{
+    struct mvcc_store *s = open_store();
+    struct mvcc_put_resp resp;
+    begin(s);
+    struct mvcc_put_req r = {.key = B("a"), .ignore_value = true};
+    CHECK_EQ(mvcc_put(s, &r, &A, &resp), MVCC_EKEYNOTFOUND);
+    r = (struct mvcc_put_req){.key = B("a"), .value = B("v"), .ignore_value = true};
+    CHECK_EQ(mvcc_put(s, &r, &A, &resp), MVCC_EVALUEPROVIDED);
+    r = (struct mvcc_put_req){.key = B("a"), .lease = 5, .ignore_lease = true};
+    CHECK_EQ(mvcc_put(s, &r, &A, &resp), MVCC_ELEASEPROVIDED);
+    r = (struct mvcc_put_req){.key = B("a"), .lease = 77};
+    CHECK_EQ(mvcc_put(s, &r, &A, &resp), MVCC_ELEASENOTFOUND);
+    CHECK_EQ(mvcc_rev(s), 0);
+    int64_t lid;
+    CHECK_OK(mvcc_lease_grant(s, 77, 60, &lid));
+    CHECK_OK(mvcc_put(s, &r, &A, &resp));
+    r = (struct mvcc_put_req){
+        .key = B("a"), .value = B("new"), .ignore_lease = true, .prev_kv = true};
+    CHECK_OK(mvcc_put(s, &r, &A, &resp));
+    CHECK(resp.prev_kv != NULL);
+    CHECK_EQ(resp.prev_kv->lease, 77);
+    CHECK_EQ(resp.header_revision, 2);
+    r = (struct mvcc_put_req){.key = B("a"), .ignore_value = true};
+    CHECK_OK(mvcc_put(s, &r, &A, &resp));
+    CHECK_OK(mvcc_batch_commit(s));
+    struct mvcc_kv kv;
+    CHECK(get(s, "a", 0, &kv));
+    check_kv(&kv, "a", "new", 1, 3, 3);
+    CHECK_EQ(kv.lease, 0); /* the last put set neither ignore_lease nor a lease */
+    /* Writes outside a batch are refused. */
+    r = (struct mvcc_put_req){.key = B("b"), .value = B("v")};
+    CHECK_EQ(mvcc_put(s, &r, &A, &resp), BATON_EINVAL);
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+static struct mvcc_op op_put(const char *k, const char *v)
+{
+    struct mvcc_op o = {.type = MVCC_OP_PUT};
+    o.u.put = (struct mvcc_put_req){.key = B(k), .value = B(v)};
+    return o;
+}
+static struct mvcc_op op_get(const char *k)
+{
+    struct mvcc_op o = {.type = MVCC_OP_RANGE};
+    o.u.range = (struct mvcc_range_req){.key = B(k)};
+    return o;
+}
+static struct mvcc_op op_del(const char *k, const char *end)
+{
+    struct mvcc_op o = {.type = MVCC_OP_DELETE};
+    o.u.del =
+        (struct mvcc_delete_req){.key = B(k), .range_end = end ? B(end) : (struct mvcc_bytes){0}};
+    return o;
+}
+
+TEST(txn_compares_and_revisions)
+{
+    struct mvcc_store *s = open_store();
+    CHECK_OK(put(s, "a", "1", 0)); /* rev 1 */
+    struct mvcc_compare c = {
+        .result = MVCC_CMP_EQUAL, .target = MVCC_CMP_VALUE, .key = B("a"), .value = B("1")};
+    struct mvcc_op succ[] = {op_put("a", "2"), op_put("b", "x"), op_get("a")};
+    struct mvcc_op fail[] = {op_get("a")};
+    struct mvcc_txn_req t = {&c, 1, succ, 3, fail, 1};
+    struct mvcc_txn_resp resp;
+    begin(s);
+    CHECK_OK(mvcc_txn(s, &t, &A, &resp));
+    CHECK_OK(mvcc_batch_commit(s));
+    CHECK(resp.succeeded);
+    CHECK_EQ(resp.header_revision, 2); /* one revision for the whole txn */
+    CHECK_EQ(resp.responses_len, 3);
+    /* The range inside sees the txn's own put. */
+    CHECK_EQ(resp.responses[2].u.range.kvs_len, 1);
+    CHECK_MEM(resp.responses[2].u.range.kvs[0].value.p, 1, "2", 1);
+    struct mvcc_kv kv;
+    CHECK(get(s, "b", 0, &kv));
+    check_kv(&kv, "b", "x", 2, 2, 1);
+    /* Same compare now fails: read-only failure branch, no revision. */
+    begin(s);
+    CHECK_OK(mvcc_txn(s, &t, &A, &resp));
+    CHECK_OK(mvcc_batch_commit(s));
+    CHECK(!resp.succeeded);
+    CHECK_EQ(resp.header_revision, 2);
+    CHECK_EQ(mvcc_rev(s), 2);
+    /* Read-only txns run outside a batch; txns with writes (in any branch) need one. */
+    CHECK_EQ(mvcc_txn(s, &t, &A, &resp), BATON_EINVAL);
+    struct mvcc_txn_req ro = {&c, 1, fail, 1, fail, 1};
+    CHECK_OK(mvcc_txn(s, &ro, &A, &resp));
+    CHECK(!resp.succeeded);
+    CHECK_MEM(resp.responses[0].u.range.kvs[0].value.p, 1, "2", 1);
+    /* Compares on every target and result. */
+    struct {
+        enum mvcc_cmp_target target;
+        enum mvcc_cmp_result result;
+        int64_t n;
+        const char *v;
+        bool want;
+    } cases[] = {
+        {MVCC_CMP_VERSION, MVCC_CMP_EQUAL, 2, NULL, true},
+        {MVCC_CMP_VERSION, MVCC_CMP_GREATER, 1, NULL, true},
+        {MVCC_CMP_VERSION, MVCC_CMP_LESS, 2, NULL, false},
+        {MVCC_CMP_VERSION, MVCC_CMP_NOT_EQUAL, 2, NULL, false},
+        {MVCC_CMP_CREATE, MVCC_CMP_EQUAL, 1, NULL, true},
+        {MVCC_CMP_MOD, MVCC_CMP_EQUAL, 2, NULL, true},
+        {MVCC_CMP_MOD, MVCC_CMP_LESS, 3, NULL, true},
+        {MVCC_CMP_LEASE, MVCC_CMP_EQUAL, 0, NULL, true},
+        {MVCC_CMP_VALUE, MVCC_CMP_GREATER, 0, "1", true},
+        {MVCC_CMP_VALUE, MVCC_CMP_LESS, 0, "3", true},
+        {MVCC_CMP_VALUE, MVCC_CMP_NOT_EQUAL, 0, "2", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct mvcc_compare cc = {.result = cases[i].result,
+                                  .target = cases[i].target,
+                                  .key = B("a"),
+                                  .number = cases[i].n,
+                                  .value = cases[i].v ? B(cases[i].v) : (struct mvcc_bytes){0}};
+        struct mvcc_txn_req ct = {&cc, 1, NULL, 0, NULL, 0};
+        CHECK_OK(mvcc_txn(s, &ct, &A, &resp));
+        if (resp.succeeded != cases[i].want)
+            test_fail(__FILE__, __LINE__, "compare case %zu: got %d", i, resp.succeeded);
+    }
+    /* Missing key: version 0 equal succeeds, value compare always fails. */
+    struct mvcc_compare m = {.result = MVCC_CMP_EQUAL, .target = MVCC_CMP_VERSION, .key = B("zz")};
+    struct mvcc_txn_req mt = {&m, 1, NULL, 0, NULL, 0};
+    CHECK_OK(mvcc_txn(s, &mt, &A, &resp));
+    CHECK(resp.succeeded);
+    m.target = MVCC_CMP_VALUE;
+    m.result = MVCC_CMP_NOT_EQUAL;
+    CHECK_OK(mvcc_txn(s, &mt, &A, &resp));
+    CHECK(!resp.succeeded);
+    /* Compare over a range: every key must satisfy. */
+    struct mvcc_compare rc = {.result = MVCC_CMP_GREATER,
+                              .target = MVCC_CMP_CREATE,
+                              .key = B("a"),
+                              .range_end = B("c"),
+                              .number = 0};
+    struct mvcc_txn_req rt = {&rc, 1, NULL, 0, NULL, 0};
+    CHECK_OK(mvcc_txn(s, &rt, &A, &resp));
+    CHECK(resp.succeeded);
+    rc.number = 1;
+    CHECK_OK(mvcc_txn(s, &rt, &A, &resp));
+    CHECK(!resp.succeeded); /* a was created at 1 */
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+TEST(txn_nested_and_duplicates)
+{
+    struct mvcc_store *s = open_store();
+    CHECK_OK(put(s, "a", "1", 0));
+    struct mvcc_compare c = {
+        .result = MVCC_CMP_EQUAL, .target = MVCC_CMP_VERSION, .key = B("a"), .number = 1};
+    struct mvcc_op inner_s[] = {op_put("x", "1")};
+    struct mvcc_op inner_f[] = {op_put("y", "1")};
+    struct mvcc_compare ic = {
+        .result = MVCC_CMP_EQUAL, .target = MVCC_CMP_VERSION, .key = B("a"), .number = 5};
+    struct mvcc_txn_req inner = {&ic, 1, inner_s, 1, inner_f, 1};
+    struct mvcc_op nested = {.type = MVCC_OP_TXN};
+    nested.u.txn = &inner;
+    struct mvcc_op outer_s[] = {op_put("a", "2"), nested, op_del("b", NULL)};
+    struct mvcc_txn_req t = {&c, 1, outer_s, 3, NULL, 0};
+    struct mvcc_txn_resp resp;
+    begin(s);
+    CHECK_OK(mvcc_txn(s, &t, &A, &resp));
+    CHECK_OK(mvcc_batch_commit(s));
+    CHECK(resp.succeeded);
+    CHECK_EQ(resp.responses[1].type, MVCC_OP_TXN);
+    CHECK(!resp.responses[1].u.txn->succeeded); /* inner compare: version 1 != 5 */
+    CHECK_EQ(mvcc_rev(s), 2);
+    struct mvcc_kv kv;
+    CHECK(get(s, "y", 0, &kv));
+    check_kv(&kv, "y", "1", 2, 2, 1);
+    CHECK(!get(s, "x", 0, &kv));
+    /* Duplicates. */
+    struct mvcc_op d1[] = {op_put("k", "1"), op_put("k", "2")};
+    struct mvcc_txn_req dt = {NULL, 0, d1, 2, NULL, 0};
+    CHECK_EQ(mvcc_txn_check(&dt, 128), MVCC_EDUPKEY);
+    struct mvcc_op d2[] = {op_del("a", "z"), op_put("k", "2")};
+    dt.success = d2;
+    CHECK_EQ(mvcc_txn_check(&dt, 128), MVCC_EDUPKEY);
+    struct mvcc_op d3[] = {op_del("a", NULL), op_del("a", "z")};
+    dt.success = d3;
+    CHECK_OK(mvcc_txn_check(&dt, 128)); /* overlapping deletes are fine */
+    /* Same key put in then and else of a nested txn is fine; with an outer put it is not. */
+    struct mvcc_op ns[] = {op_put("k", "1")}, nf[] = {op_put("k", "2")};
+    struct mvcc_txn_req nt = {NULL, 0, ns, 1, nf, 1};
+    struct mvcc_op nop = {.type = MVCC_OP_TXN};
+    nop.u.txn = &nt;
+    struct mvcc_op d4[] = {nop};
+    dt.success = d4;
+    dt.success_len = 1;
+    CHECK_OK(mvcc_txn_check(&dt, 128));
+    struct mvcc_op d5[] = {nop, op_put("k", "3")};
+    dt.success = d5;
+    dt.success_len = 2;
+    CHECK_EQ(mvcc_txn_check(&dt, 128), MVCC_EDUPKEY);
+    CHECK_EQ(mvcc_txn_check(&dt, 1), MVCC_ETOOMANYOPS);
+    begin(s);
+    CHECK_EQ(mvcc_txn(s, &dt, &A, &resp), MVCC_EDUPKEY);
+    CHECK_OK(mvcc_batch_commit(s));
+    CHECK_EQ(mvcc_rev(s), 2);
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+TEST(compaction_and_reopen)
+{
+    struct mvcc_store *s = open_store();
+    for (int i = 0; i < 10; i++)
+        CHECK_OK(put(s, "a", i % 2 ? "odd" : "even", 0)); /* revs 1..10 */
+    CHECK_OK(put(s, "gone", "x", 0));                     /* 11 */
+    CHECK_EQ(del(s, "gone", NULL), 1);                    /* 12 */
+    CHECK_OK(put(s, "b", "b", 0));                        /* 13 */
+    begin(s);
+    CHECK_EQ(mvcc_compact(s, 14), BATON_EFUTURE);
+    CHECK_OK(mvcc_compact(s, 12));
+    CHECK_EQ(mvcc_compact(s, 12), BATON_ECOMPACTED);
+    CHECK_OK(mvcc_batch_commit(s));
+    struct mvcc_range_req r = {.key = B("a"), .revision = 11};
+    struct mvcc_range_resp resp;
+    CHECK_EQ(mvcc_range(s, &r, &A, &resp), BATON_ECOMPACTED);
+    r.revision = 12;
+    CHECK_OK(mvcc_range(s, &r, &A, &resp));
+    CHECK_EQ(resp.kvs_len, 1);
+    CHECK_EQ(resp.kvs[0].mod_revision, 10);
+    CHECK_EQ(resp.kvs[0].version, 10); /* version survives compaction */
+    CHECK_EQ(mvcc_key_count(s), 2);    /* "gone" left the index */
+    uint32_t h1, h2;
+    int64_t crev, hrev;
+    CHECK_OK(mvcc_hash_kv(s, 0, &h1, &crev, &hrev));
+    CHECK(mvcc_compact_pending(s));
+    bool done = false;
+    int steps = 0;
+    while (!done) {
+        CHECK_OK(mvcc_compact_step(s, 3, &done));
+        steps++;
+    }
+    CHECK_GT(steps, 2);
+    CHECK_OK(mvcc_hash_kv(s, 0, &h2, &crev, &hrev));
+    CHECK_EQ_U64(h1, h2); /* hash does not depend on physical compaction progress */
+    CHECK_EQ(crev, 12);
+    CHECK_OK(put(s, "a", "after", 0)); /* 14 */
+    struct mvcc_kv kv;
+    CHECK(get(s, "a", 0, &kv));
+    check_kv(&kv, "a", "after", 1, 14, 11);
+    uint64_t idx = mvcc_applied_index(s);
+    mvcc_close(s);
+    arena_free(&A);
+    s = open_store_at(g_path);
+    CHECK_EQ(mvcc_applied_index(s), idx);
+    CHECK_EQ(mvcc_rev(s), 14);
+    CHECK_EQ(mvcc_compact_rev(s), 12);
+    CHECK(!mvcc_compact_pending(s));
+    CHECK(get(s, "a", 0, &kv));
+    check_kv(&kv, "a", "after", 1, 14, 11);
+    CHECK(get(s, "a", 12, &kv));
+    CHECK_EQ(kv.mod_revision, 10);
+    CHECK_EQ(mvcc_key_count(s), 2);
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+TEST(compaction_resumes_after_reopen)
+{
+    struct mvcc_store *s = open_store();
+    for (int i = 0; i < 50; i++)
+        CHECK_OK(put(s, i % 2 ? "x" : "y", "v", 0));
+    begin(s);
+    CHECK_OK(mvcc_compact(s, 40));
+    CHECK_OK(mvcc_batch_commit(s));
+    bool done;
+    CHECK_OK(mvcc_compact_step(s, 5, &done));
+    CHECK(!done);
+    uint32_t h1, h2;
+    int64_t c, hr;
+    CHECK_OK(mvcc_hash_kv(s, 0, &h1, &c, &hr));
+    mvcc_close(s);
+    arena_free(&A);
+    s = open_store_at(g_path);
+    CHECK(mvcc_compact_pending(s));
+    CHECK_OK(mvcc_hash_kv(s, 0, &h2, &c, &hr));
+    CHECK_EQ_U64(h1, h2);
+    do
+        CHECK_OK(mvcc_compact_step(s, 5, &done));
+    while (!done);
+    uint64_t used;
+    CHECK_OK(mvcc_db_size(s, &used, NULL));
+    CHECK_OK(mvcc_hash_kv(s, 0, &h2, &c, &hr));
+    CHECK_EQ_U64(h1, h2);
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+TEST(hash_equal_across_stores)
+{
+    char p1[512], p2[512];
+    snprintf(p1, sizeof(p1), "%s/one", test_tmpdir());
+    snprintf(p2, sizeof(p2), "%s/two", test_tmpdir());
+    struct mvcc_store *s1 = open_store_at(p1);
+    arena_free(&A);
+    struct mvcc_store *s2 = open_store_at(p2);
+    struct prng rng;
+    prng_seed(&rng, 42);
+    struct mvcc_store *ss[2] = {s1, s2};
+    char k[16], v[16];
+    for (int i = 0; i < 300; i++) {
+        snprintf(k, sizeof(k), "k%02d", (int)prng_below(&rng, 40));
+        snprintf(v, sizeof(v), "v%d", i);
+        bool d = prng_chance(&rng, 200000);
+        for (int j = 0; j < 2; j++) {
+            CHECK_OK(mvcc_batch_begin(ss[j], (uint64_t)i + 1, 1));
+            if (d) {
+                struct mvcc_delete_req r = {.key = B(k)};
+                struct mvcc_delete_resp resp;
+                CHECK_OK(mvcc_delete_range(ss[j], &r, &A, &resp));
+            } else {
+                struct mvcc_put_req r = {.key = B(k), .value = B(v)};
+                struct mvcc_put_resp resp;
+                CHECK_OK(mvcc_put(ss[j], &r, &A, &resp));
+            }
+            if (i == 200)
+                CHECK_OK(mvcc_compact(ss[j], 150));
+            CHECK_OK(mvcc_batch_commit(ss[j]));
+        }
+    }
+    bool done;
+    do /* only s1 finishes its physical compaction */
+        CHECK_OK(mvcc_compact_step(s1, 7, &done));
+    while (!done);
+    uint32_t h1, h2;
+    int64_t c1, c2, r1, r2;
+    CHECK_OK(mvcc_hash_kv(s1, 0, &h1, &c1, &r1));
+    CHECK_OK(mvcc_hash_kv(s2, 0, &h2, &c2, &r2));
+    CHECK_EQ_U64(h1, h2);
+    CHECK_EQ(r1, r2);
+    CHECK_OK(mvcc_hash_kv(s1, 250, &h1, &c1, &r1));
+    CHECK_OK(mvcc_hash_kv(s2, 250, &h2, &c2, &r2));
+    CHECK_EQ_U64(h1, h2);
+    CHECK_EQ(mvcc_hash_kv(s1, 100, &h1, &c1, &r1), BATON_ECOMPACTED);
+    /* A different history hashes differently. */
+    g_index = 1000;
+    CHECK_OK(put(s2, "extra", "x", 0));
+    CHECK_OK(mvcc_hash_kv(s2, 0, &h2, &c2, &r2));
+    CHECK_OK(mvcc_hash_kv(s1, 0, &h1, &c1, &r1));
+    CHECK_NE(h1, h2);
+    (void)g_index;
+    mvcc_close(s1);
+    mvcc_close(s2);
+    arena_free(&A);
+}
+
+TEST(leases_grant_revoke_ttl)
+{
+    struct mvcc_store *s = open_store();
+    int64_t id1, id2, id3;
+    begin(s);
+    CHECK_OK(mvcc_lease_grant(s, 0, 10, &id1));
+    CHECK_OK(mvcc_lease_grant(s, 0, 20, &id2));
+    CHECK_NE(id1, id2);
+    CHECK_GT(id1, 0);
+    CHECK_EQ(mvcc_lease_grant(s, id1, 5, &id3), MVCC_ELEASEEXISTS);
+    CHECK_EQ(mvcc_lease_grant(s, 0, MVCC_MAX_LEASE_TTL + 1, &id3), MVCC_ELEASETTLTOOLARGE);
+    CHECK_OK(mvcc_batch_commit(s));
+    CHECK_OK(put(s, "l/a", "1", id1)); /* 1 */
+    CHECK_OK(put(s, "l/b", "1", id1)); /* 2 */
+    CHECK_OK(put(s, "l/c", "1", id2)); /* 3 */
+    CHECK_OK(put(s, "l/b", "2", id2)); /* 4: moves to id2 */
+    struct mvcc_lease_info info;
+    CHECK_OK(mvcc_lease_ttl(s, id1, 0, true, &A, &info));
+    CHECK_EQ(info.keys_len, 1);
+    CHECK_MEM(info.keys[0].p, info.keys[0].len, "l/a", 3);
+    CHECK_EQ(info.granted_ttl_s, 10);
+    /* Leader-local expiry. */
+    mvcc_lease_promote(s, 1000);
+    int64_t ids[4];
+    size_t n;
+    CHECK_OK(mvcc_lease_expired(s, 5000, ids, 4, &n));
+    CHECK_EQ(n, 0);
+    CHECK_OK(mvcc_lease_expired(s, 11001, ids, 4, &n));
+    CHECK_EQ(n, 1);
+    CHECK_EQ(ids[0], id1);
+    int64_t ttl;
+    CHECK_OK(mvcc_lease_renew(s, id2, 15000, &ttl));
+    CHECK_EQ(ttl, 20);
+    CHECK_OK(mvcc_lease_ttl(s, id2, 16000, false, &A, &info));
+    CHECK_EQ(info.ttl_s, 19); /* 35 s - 16 s, truncated */
+    CHECK_OK(mvcc_lease_expired(s, 30000, ids, 4, &n));
+    CHECK_EQ(n, 1); /* id2 renewed at 15 s: alive until 35 s */
+    /* Promote after a leader change: a full TTL again. */
+    mvcc_lease_promote(s, 100000);
+    CHECK_OK(mvcc_lease_expired(s, 105000, ids, 4, &n));
+    CHECK_EQ(n, 0);
+    /* Revoke deletes attached keys in one revision. */
+    begin(s);
+    CHECK_OK(mvcc_lease_revoke(s, id2));
+    CHECK_EQ(mvcc_lease_revoke(s, id2), MVCC_ELEASENOTFOUND);
+    CHECK_OK(mvcc_batch_commit(s));
+    CHECK_EQ(mvcc_rev(s), 5);
+    struct mvcc_kv kv;
+    CHECK(!get(s, "l/b", 0, &kv));
+    CHECK(!get(s, "l/c", 0, &kv));
+    CHECK(get(s, "l/a", 0, &kv));
+    /* Reopen restores leases with their keys. */
+    mvcc_close(s);
+    arena_free(&A);
+    s = open_store_at(g_path);
+    int64_t *list;
+    CHECK_OK(mvcc_lease_list(s, &A, &list, &n));
+    CHECK_EQ(n, 1);
+    CHECK_EQ(list[0], id1);
+    begin(s);
+    CHECK_OK(mvcc_lease_revoke(s, id1));
+    CHECK_OK(mvcc_batch_commit(s));
+    CHECK(!get(s, "l/a", 0, &kv));
+    CHECK_EQ(mvcc_rev(s), 6);
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+TEST(lease_ids_deterministic)
+{
+    char p1[512], p2[512];
+    snprintf(p1, sizeof(p1), "%s/one", test_tmpdir());
+    snprintf(p2, sizeof(p2), "%s/two", test_tmpdir());
+    struct mvcc_store *s1 = open_store_at(p1);
+    arena_free(&A);
+    struct mvcc_store *s2 = open_store_at(p2);
+    int64_t a, b;
+    /* Different batching, same per-entry index: same ids. */
+    CHECK_OK(mvcc_batch_begin(s1, 7, 1));
+    CHECK_OK(mvcc_lease_grant(s1, 0, 5, &a));
+    CHECK_OK(mvcc_batch_commit(s1));
+    CHECK_OK(mvcc_batch_begin(s2, 5, 1));
+    CHECK_OK(mvcc_batch_set_index(s2, 7, 1));
+    CHECK_OK(mvcc_lease_grant(s2, 0, 5, &b));
+    CHECK_OK(mvcc_batch_commit(s2));
+    CHECK_EQ(a, b);
+    mvcc_close(s1);
+    mvcc_close(s2);
+    arena_free(&A);
+}
+
+/* A watch consumer with a bounded buffer: it refuses deliveries while full. */
+struct sink {
+    int64_t revs[4096];
+    int types[4096];
+    char keys[4096][16];
+    bool prev[4096];
+    size_t n, cap;
+    int calls, progress;
+    int64_t compacted;
+};
+static int sink_fn(void *ctx, const struct mvcc_watch_batch *b)
+{
+    struct sink *k = ctx;
+    if (b->compact_revision) {
+        k->compacted = b->compact_revision;
+        return 0;
+    }
+    if (b->events_len == 0) {
+        k->progress++;
+        return 0;
+    }
+    if (k->n + b->events_len > k->cap)
+        return BATON_EBUSY;
+    k->calls++;
+    for (size_t i = 0; i < b->events_len; i++) {
+        /* Decode just what the test needs from the packed KeyValue: key and mod_revision. */
+        const uint8_t *p = b->events[i].kv;
+        size_t len = b->events[i].kv_len, off = 0;
+        int64_t mod = 0;
+        char key[16] = {0};
+        while (off < len) {
+            uint64_t tag, v;
+            off += varint_get(p + off, len - off, &tag);
+            off += varint_get(p + off, len - off, &v);
+            if ((tag & 7) == 2) {
+                if ((tag >> 3) == 1)
+                    memcpy(key, p + off, v < 15 ? v : 15);
+                off += v;
+            } else if ((tag >> 3) == 3) {
+                mod = (int64_t)v;
+            }
+        }
+        k->revs[k->n] = mod;
+        k->types[k->n] = b->events[i].type;
+        k->prev[k->n] = b->events[i].prev_kv != NULL;
+        memcpy(k->keys[k->n], key, 16);
+        k->n++;
+    }
+    return 0;
+}
+
+TEST(watch_live_replay_filters)
+{
+    struct mvcc_store *s = open_store();
+    CHECK_OK(put(s, "w/a", "1", 0)); /* 1 */
+    CHECK_OK(put(s, "w/b", "1", 0)); /* 2 */
+    CHECK_OK(put(s, "x", "1", 0));   /* 3 */
+    struct sink *live = calloc(1, sizeof(*live)), *hist = calloc(1, sizeof(*hist)),
+                *nodel = calloc(1, sizeof(*nodel));
+    live->cap = hist->cap = nodel->cap = 4096;
+    struct mvcc_watch_req r = {.key = B("w/"), .range_end = B("w0"), .prev_kv = true};
+    int64_t id1, id2, id3, crev;
+    CHECK_OK(mvcc_watch_create(s, &r, sink_fn, live, &id1, &crev));
+    r.start_revision = 1;
+    CHECK_OK(mvcc_watch_create(s, &r, sink_fn, hist, &id2, &crev));
+    struct mvcc_watch_req nd = {.key = B("w/a"), .no_delete = true};
+    CHECK_OK(mvcc_watch_create(s, &nd, sink_fn, nodel, &id3, &crev));
+    CHECK_EQ(mvcc_watch_unsynced_count(s), 1);
+    CHECK_OK(put(s, "w/a", "2", 0));  /* 4 */
+    CHECK_EQ(del(s, "w/a", NULL), 1); /* 5 */
+    CHECK_OK(put(s, "x", "2", 0));    /* 6: outside the range */
+    CHECK_EQ(live->n, 2);
+    CHECK_EQ(live->revs[0], 4);
+    CHECK(live->prev[0]);
+    CHECK_EQ(live->types[1], MVCC_EVENT_DELETE);
+    CHECK_EQ(live->revs[1], 5);
+    CHECK_EQ(nodel->n, 1);
+    CHECK_EQ(hist->n, 0);
+    bool pending = true;
+    while (pending)
+        CHECK_OK(mvcc_watch_step(s, 100, &pending));
+    CHECK_EQ(hist->n, 4); /* 1, 2, 4, 5 */
+    CHECK_EQ(hist->revs[0], 1);
+    CHECK(!hist->prev[0]);
+    CHECK_EQ(hist->revs[2], 4);
+    CHECK(hist->prev[2]);
+    CHECK_EQ(hist->revs[3], 5);
+    CHECK(hist->prev[3]);
+    CHECK_OK(put(s, "w/c", "1", 0)); /* 7: hist is synced now */
+    CHECK_EQ(hist->n, 5);
+    CHECK_OK(mvcc_watch_progress(s, id2));
+    CHECK_EQ(hist->progress, 1);
+    CHECK_OK(mvcc_watch_cancel(s, id2));
+    CHECK_OK(put(s, "w/d", "1", 0));
+    CHECK_EQ(hist->n, 5);
+    /* Compacted start revision. */
+    begin(s);
+    CHECK_OK(mvcc_compact(s, 6));
+    CHECK_OK(mvcc_batch_commit(s));
+    r.start_revision = 3;
+    CHECK_EQ(mvcc_watch_create(s, &r, sink_fn, hist, &id2, &crev), BATON_ECOMPACTED);
+    CHECK_EQ(crev, 6);
+    mvcc_close(s);
+    free(live);
+    free(hist);
+    free(nodel);
+    arena_free(&A);
+}
+
+TEST(watch_slow_consumer_catches_up_bounded)
+{
+    struct mvcc_store *s = open_store();
+    struct sink *slow = calloc(1, sizeof(*slow)), *fast = calloc(1, sizeof(*fast));
+    slow->cap = 10;
+    fast->cap = 4096;
+    struct mvcc_watch_req r = {.key = B("k"), .range_end = B("l")};
+    int64_t id1, id2, crev;
+    CHECK_OK(mvcc_watch_create(s, &r, sink_fn, slow, &id1, &crev));
+    CHECK_OK(mvcc_watch_create(s, &r, sink_fn, fast, &id2, &crev));
+    /* A txn of 3 puts per revision: its events must never be split. */
+    for (int i = 0; i < 100; i++) {
+        struct mvcc_op ops[] = {op_put("k1", "v"), op_put("k2", "v"), op_put("k3", "v")};
+        struct mvcc_txn_req t = {NULL, 0, ops, 3, NULL, 0};
+        struct mvcc_txn_resp resp;
+        begin(s);
+        CHECK_OK(mvcc_txn(s, &t, &A, &resp));
+        CHECK_OK(mvcc_batch_commit(s));
+    }
+    CHECK_EQ(fast->n, 300); /* the slow one did not hold the fast one back */
+    CHECK_EQ(slow->n, 9);   /* three whole revisions fit its buffer of 10 */
+    CHECK_EQ(mvcc_watch_unsynced_count(s), 1);
+    /* Drain slowly: the consumer frees its buffer, the hub re-reads LMDB in bounded steps. */
+    int steps = 0;
+    bool pending = true;
+    while (pending && steps < 1000) {
+        slow->n = 0;
+        slow->cap = 10;
+        CHECK_OK(mvcc_watch_step(s, 6, &pending));
+        CHECK_LE(slow->n, 10);
+        CHECK_EQ(slow->n % 3, 0);
+        steps++;
+    }
+    CHECK(!pending);
+    CHECK_GT(steps, 30);
+    CHECK_EQ(slow->revs[slow->n - 1], 100);
+    /* Compacted while behind: the watcher gets the compact revision and is cancelled. */
+    slow->cap = 0;
+    CHECK_OK(put(s, "k1", "x", 0)); /* 101: refused, slow falls behind */
+    CHECK_OK(put(s, "k1", "y", 0)); /* 102 */
+    begin(s);
+    CHECK_OK(mvcc_compact(s, 102));
+    CHECK_OK(mvcc_batch_commit(s));
+    CHECK_OK(mvcc_watch_step(s, 10, &pending));
+    CHECK_EQ(slow->compacted, 102);
+    CHECK_EQ(mvcc_watch_count(s), 1);
+    mvcc_close(s);
+    free(slow);
+    free(fast);
+    arena_free(&A);
+}
+
+TEST(quota_alarm)
+{
+    struct mvcc_store *s = open_store();
+    CHECK(!mvcc_quota_exceeded(s));
+    begin(s);
+    CHECK_OK(mvcc_alarm_nospace(s, true));
+    CHECK_OK(mvcc_batch_commit(s));
+    CHECK_EQ(put(s, "a", "1", 0), BATON_ENOSPACE);
+    int64_t id;
+    begin(s);
+    CHECK_EQ(mvcc_lease_grant(s, 0, 5, &id), BATON_ENOSPACE);
+    struct mvcc_op ops[] = {op_put("k", "v")};
+    struct mvcc_txn_req t = {NULL, 0, ops, 1, NULL, 0};
+    struct mvcc_txn_resp resp;
+    CHECK_EQ(mvcc_txn(s, &t, &A, &resp), BATON_ENOSPACE);
+    CHECK_OK(mvcc_batch_commit(s));
+    /* The alarm is replicated state: it survives a reopen. */
+    mvcc_close(s);
+    arena_free(&A);
+    s = open_store_at(g_path);
+    CHECK(mvcc_alarm_nospace_armed(s));
+    CHECK_EQ(del(s, "a", NULL), 0); /* deletes still work */
+    begin(s);
+    CHECK_OK(mvcc_alarm_nospace(s, false));
+    CHECK_OK(mvcc_batch_commit(s));
+    CHECK_OK(put(s, "a", "1", 0));
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+TEST(quota_exceeded_by_size)
+{
+    struct mvcc_config cfg;
+    mvcc_config_default(&cfg);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/small", test_tmpdir());
+    cfg.path = path;
+    cfg.quota_bytes = 256 << 10;
+    struct mvcc_store *s;
+    CHECK_OK(mvcc_open(&cfg, &s, NULL, 0));
+    arena_init(&A, 1 << 16);
+    g_index = 0;
+    char v[1000], k[16];
+    memset(v, 'v', sizeof(v) - 1);
+    v[sizeof(v) - 1] = 0;
+    int i = 0;
+    while (!mvcc_quota_exceeded(s) && i < 10000) {
+        snprintf(k, sizeof(k), "k%d", i++);
+        CHECK_OK(put(s, k, v, 0));
+    }
+    CHECK(mvcc_quota_exceeded(s));
+    CHECK_LT(i, 10000);
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+struct reader_arg {
+    struct mvcc_store *s;
+    volatile int stop;
+    int reads, errors;
+};
+
+TEST(defrag_shrinks_and_keeps_data)
+{
+    struct mvcc_store *s = open_store();
+    char v[512], k[16];
+    memset(v, 'x', sizeof(v) - 1);
+    v[sizeof(v) - 1] = 0;
+    for (int b = 0; b < 20; b++) {
+        begin(s);
+        for (int i = 0; i < 100; i++) {
+            snprintf(k, sizeof(k), "k%04d", b * 100 + i);
+            struct mvcc_put_req r = {.key = B(k), .value = B(v)};
+            struct mvcc_put_resp resp;
+            CHECK_OK(mvcc_put(s, &r, &A, &resp));
+        }
+        CHECK_OK(mvcc_batch_commit(s));
+    }
+    struct mvcc_delete_req d = {.key = B("k0"), .range_end = B("k1")};
+    struct mvcc_delete_resp dr;
+    begin(s);
+    CHECK_OK(mvcc_delete_range(s, &d, &A, &dr));
+    CHECK_EQ(dr.deleted, 1000);
+    CHECK_OK(mvcc_compact(s, mvcc_rev(s)));
+    CHECK_OK(mvcc_batch_commit(s));
+    bool done;
+    do
+        CHECK_OK(mvcc_compact_step(s, 500, &done));
+    while (!done);
+    uint64_t before, after, fbefore, fafter;
+    CHECK_OK(mvcc_db_size(s, &before, &fbefore));
+    uint32_t h1, h2;
+    int64_t c, r;
+    CHECK_OK(mvcc_hash_kv(s, 0, &h1, &c, &r));
+    CHECK_OK(mvcc_defrag_begin(s));
+    /* Reads go on during the copy; writes are refused until the switch. */
+    struct mvcc_kv kv;
+    int reads = 0;
+    bool fin = false;
+    CHECK_EQ(mvcc_batch_begin(s, g_index + 1, 1), BATON_EBUSY);
+    while (!fin) {
+        CHECK(get(s, "k1500", 0, &kv));
+        reads++;
+        CHECK_OK(mvcc_defrag_poll(s, &fin));
+    }
+    CHECK_OK(mvcc_db_size(s, &after, &fafter));
+    test_log("defrag: file %llu -> %llu bytes, %d reads during the copy",
+             (unsigned long long)fbefore, (unsigned long long)fafter, reads);
+    CHECK_LT(fafter, fbefore);
+    CHECK_OK(mvcc_hash_kv(s, 0, &h2, &c, &r));
+    CHECK_EQ_U64(h1, h2);
+    CHECK_OK(put(s, "after", "1", 0));
+    mvcc_close(s);
+    arena_free(&A);
+    s = open_store_at(g_path);
+    CHECK(get(s, "after", 0, &kv));
+    CHECK(get(s, "k1999", 0, &kv));
+    CHECK_EQ(mvcc_key_count(s), 1001);
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+TEST(corrupt_file_is_an_error_with_path)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/garbage", test_tmpdir());
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    uint8_t junk[16384];
+    struct prng rng;
+    prng_seed(&rng, 7);
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = (uint8_t)prng_next(&rng);
+    fwrite(junk, 1, sizeof(junk), f);
+    fclose(f);
+    struct mvcc_config cfg;
+    mvcc_config_default(&cfg);
+    cfg.path = path;
+    struct mvcc_store *s = NULL;
+    char err[512] = {0};
+    int rc = mvcc_open(&cfg, &s, err, sizeof(err));
+    CHECK_NE(rc, 0);
+    CHECK(s == NULL);
+    CHECK(strstr(err, path) != NULL);
+    test_log("%s", err);
+}
+
+TEST(index_many_keys_ordered)
+{
+    struct mvcc_store *s = open_store();
+    struct prng rng;
+    prng_seed(&rng, 3);
+    /* Random-order inserts across many chunk splits, then a full ordered scan. */
+    begin(s);
+    char k[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(k, sizeof(k), "key%08llu", (unsigned long long)prng_below(&rng, 1000000));
+        struct mvcc_put_req r = {.key = B(k), .value = B("v")};
+        struct mvcc_put_resp resp;
+        CHECK_OK(mvcc_put(s, &r, &A, &resp));
+    }
+    CHECK_OK(mvcc_batch_commit(s));
+    struct mvcc_range_req r = {.key = B("key"), .range_end = B("kez")};
+    struct mvcc_range_resp resp;
+    CHECK_OK(mvcc_range(s, &r, &A, &resp));
+    CHECK_EQ((size_t)resp.count, mvcc_key_count(s));
+    for (size_t i = 1; i < resp.kvs_len; i++)
+        CHECK_LT(memcmp(resp.kvs[i - 1].key.p, resp.kvs[i].key.p, 11), 0);
+    test_log("index: %zu keys, %zu bytes (%.1f per key)", mvcc_key_count(s), mvcc_index_bytes(s),
+             (double)mvcc_index_bytes(s) / (double)mvcc_key_count(s));
+    mvcc_close(s);
+    arena_free(&A);
+}
