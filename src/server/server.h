@@ -4,12 +4,26 @@
  * ReadIndex and serializable reads locally. It reaches the outside world only through the
  * tables its caller injects; it knows neither libuv nor nghttp2.
  *
- * This header grows with the server. So far: the data directory and member identities.
+ * Threads: every function here runs on the caller's loop thread, except that the WAL's notify
+ * (server_env.wake) is called from the WAL thread and must only wake the loop.
+ *
+ * Life of a write: server_propose() encodes the request (request.h) and proposes it to Raft on
+ * the leader, or forwards it to the leader in a peer frame; when this member applies the entry
+ * carrying the request's id, the caller's callback gets mvcc's response. Life of a linearizable
+ * read: server_read_barrier() joins the next ReadIndex round (one round serves every read
+ * queued since the last); once this member has applied the confirmed index, the callback runs
+ * and the caller reads mvcc directly (server_store()).
+ *
+ * Durability: LMDB is the state machine and also the snapshot. Raft entries are durable in the
+ * WAL before they count; applied state is committed to LMDB (with the applied index in the same
+ * transaction). At restart Raft is restored with its snapshot at LMDB's applied index, the
+ * configuration LMDB recorded with it, and the WAL's entries after that index.
  */
 #ifndef BATON_SERVER_H
 #define BATON_SERVER_H
 
 #include "base/base.h"
+#include "mvcc/mvcc.h"
 
 #include <limits.h>
 
@@ -45,5 +59,131 @@ void server_datadir_close(struct server_datadir *d);
 uint64_t server_member_id(const char *const *peer_urls, int urls_len, const char *token,
                           uint64_t add_time_ms);
 uint64_t server_cluster_id(const uint64_t *member_ids, int len);
+
+/* ---- The member --------------------------------------------------------------------------- */
+struct request;
+
+/* What the server needs from its environment (libuv in batond, a simulation in tests). */
+struct server_env {
+    void *ctx;
+    uint64_t (*now_ms)(void *ctx); /* monotonic milliseconds */
+    /* Sends one frame to a peer; bulk frames (snapshot chunks) may take another connection.
+     * Errors mean the frame was dropped (Raft retransmits). */
+    int (*send)(void *ctx, uint64_t to, bool bulk, const uint8_t *data, size_t len);
+    /* Tells the transport where a member listens for peers (on start and membership changes);
+     * url is "http://host:port". remove: forget the member. */
+    void (*peer_set)(void *ctx, uint64_t id, const char *url, bool remove);
+    /* Called on the WAL thread when durable progress is available; must only wake the loop,
+     * which then calls server_on_wal(). */
+    void (*wake)(void *ctx);
+    /* A fatal error (WAL or LMDB failure): the member stops serving; the program should exit
+     * non-zero with msg. */
+    void (*fatal)(void *ctx, int err, const char *msg);
+};
+
+#define SERVER_URLS_MAX 4
+
+/* A member of the control plane as the replicated member table knows it. */
+struct server_member {
+    uint64_t id;
+    char name[128];
+    char peer_urls[SERVER_URLS_MAX][256];
+    int peer_urls_len;
+    char client_urls[SERVER_URLS_MAX][256];
+    int client_urls_len;
+};
+
+struct server_peer_info {
+    uint64_t id;
+    char name[128];
+    char peer_url[256];
+};
+
+struct server_options {
+    uint64_t member_id;
+    uint64_t cluster_id;
+    const char *name;
+    const struct server_datadir *dir;
+    uint32_t tick_ms;        /* heartbeat interval; server_tick is called at this rate */
+    uint32_t election_ticks; /* election timeout / tick_ms */
+    uint64_t snapshot_count; /* applied entries between log compactions */
+    uint64_t quota_bytes;
+    uint32_t max_txn_ops;
+    uint32_t request_timeout_ms; /* proposals and reads fail with "request timed out" after */
+    /* Bootstrap: with a fresh data directory and !join, the initial members form a new cluster;
+     * with join, the member waits for the leader to contact it. */
+    const struct server_peer_info *initial;
+    int initial_len;
+    bool join;
+    const char *const *client_urls; /* advertised; published to the cluster after start */
+    int client_urls_len;
+    uint64_t seed; /* for Raft's randomized timeouts */
+    const struct log_sink *log;
+    struct server_env env;
+};
+
+/* Result of a write, valid during the callback only (memory from the caller's arena). */
+struct server_result {
+    uint64_t index; /* raft index of the applied entry */
+    uint64_t term;
+    int64_t revision; /* store revision after the entry */
+    union {
+        struct mvcc_put_resp put;
+        struct mvcc_delete_resp del;
+        struct mvcc_txn_resp txn;
+        struct {
+            int64_t id;
+            int64_t ttl_s;
+        } lease_grant;
+    } u;
+};
+
+/* err: 0, a request-level error from mvcc (mvcc_strerror gives etcd's text), BATON_ETIMEOUT,
+ * BATON_EUNAVAIL (no leader), BATON_EPROPOSALDROP (leader changed), BATON_ECLOSED (stopping).
+ * res is NULL unless err == 0 (for writes). */
+typedef void (*server_done_fn)(void *ctx, int err, const struct server_result *res);
+
+struct server;
+struct server_call;
+
+/* Opens WAL and LMDB from the data directory, restores Raft, bootstraps a new cluster when the
+ * directory is fresh (and !join). On failure writes a one-line reason naming the path into err.
+ * The options are copied (strings too); env.ctx is borrowed. */
+int server_open(const struct server_options *o, struct server **out, char *err, size_t err_len);
+/* Fails every pending call with BATON_ECLOSED, closes WAL and LMDB, frees s. */
+void server_close(struct server *s);
+
+/* Inputs from the environment. Each processes Raft's output before returning. */
+void server_tick(struct server *s);
+void server_on_peer_frame(struct server *s, uint64_t from, const uint8_t *data, size_t len);
+void server_on_peer_down(struct server *s, uint64_t peer);
+void server_on_wal(struct server *s);
+
+/* Proposes a write. req->id is assigned here. Results are written into arena a (borrowed until
+ * the callback). *call (may be NULL) lets the caller cancel. 0, BATON_EUNAVAIL (no leader),
+ * BATON_EBUSY (too many pending calls), BATON_ETOOBIG, BATON_ENOMEM; on error the callback is
+ * never called, otherwise exactly once (unless cancelled). */
+int server_propose(struct server *s, struct request *req, struct arena *a, server_done_fn done,
+                   void *ctx, struct server_call **call);
+/* A linearizable read barrier; the callback's res is NULL. Same errors and rules. */
+int server_read_barrier(struct server *s, server_done_fn done, void *ctx,
+                        struct server_call **call);
+/* Forgets a pending call: its callback will not run. */
+void server_call_cancel(struct server_call *call);
+
+/* The member table (replicated) and whether id is a learner in the configuration in effect.
+ * The array stays valid until the next call into the server. */
+const struct server_member *server_members(struct server *s, int *len);
+bool server_member_is_learner(struct server *s, uint64_t id);
+
+/* State for reads and status. */
+struct mvcc_store *server_store(struct server *s);
+struct server_status {
+    uint64_t member_id, cluster_id, leader, term, commit, applied, raft_index;
+    bool is_leader, is_learner;
+    int64_t revision;
+    uint64_t db_size_in_use, db_size;
+};
+void server_status(struct server *s, struct server_status *st);
 
 #endif
