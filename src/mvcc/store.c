@@ -291,7 +291,8 @@ static int store_load(struct mvcc_store *s)
     }
     s->applied_index = idx;
     s->applied_term = term;
-    s->rev = (int64_t)rev;
+    /* A fresh store is at revision 1, as etcd's: the first write gets revision 2. */
+    s->rev = rev ? (int64_t)rev : 1;
     s->compact_rev = (int64_t)crev;
     s->compact_done_rev = (int64_t)cdone;
     s->nospace = alarm != 0;

@@ -90,24 +90,24 @@ static void check_kv(const struct mvcc_kv *kv, const char *k, const char *v, int
 TEST(revisions_versions_put_delete)
 {
     struct mvcc_store *s = open_store();
-    CHECK_EQ(mvcc_rev(s), 0);
-    CHECK_OK(put(s, "a", "1", 0)); /* rev 1 */
-    CHECK_OK(put(s, "a", "2", 0)); /* rev 2 */
-    CHECK_OK(put(s, "b", "x", 0)); /* rev 3 */
+    CHECK_EQ(mvcc_rev(s), 1);      /* as etcd: a fresh store is at 1 */
+    CHECK_OK(put(s, "a", "1", 0)); /* rev 2 */
+    CHECK_OK(put(s, "a", "2", 0)); /* rev 3 */
+    CHECK_OK(put(s, "b", "x", 0)); /* rev 4 */
     struct mvcc_kv kv;
     CHECK(get(s, "a", 0, &kv));
-    check_kv(&kv, "a", "2", 1, 2, 2);
-    CHECK(get(s, "a", 1, &kv));
-    check_kv(&kv, "a", "1", 1, 1, 1);
-    CHECK_EQ(del(s, "a", NULL), 1); /* rev 4 */
-    CHECK_EQ(mvcc_rev(s), 4);
+    check_kv(&kv, "a", "2", 2, 3, 2);
+    CHECK(get(s, "a", 2, &kv));
+    check_kv(&kv, "a", "1", 2, 2, 1);
+    CHECK_EQ(del(s, "a", NULL), 1); /* rev 5 */
+    CHECK_EQ(mvcc_rev(s), 5);
     CHECK_EQ(del(s, "a", NULL), 0); /* missing: no revision */
-    CHECK_EQ(mvcc_rev(s), 4);
+    CHECK_EQ(mvcc_rev(s), 5);
     CHECK(!get(s, "a", 0, &kv));
     CHECK(get(s, "a", 3, &kv));
-    CHECK_OK(put(s, "a", "3", 0)); /* rev 5: new generation */
+    CHECK_OK(put(s, "a", "3", 0)); /* rev 6: new generation */
     CHECK(get(s, "a", 0, &kv));
-    check_kv(&kv, "a", "3", 5, 5, 1);
+    check_kv(&kv, "a", "3", 6, 6, 1);
     /* The packed bytes are a valid KeyValue: field 1 first. */
     CHECK_EQ(kv.packed[0], 0x0a);
     CHECK_EQ(mvcc_key_count(s), 2);
@@ -121,14 +121,14 @@ TEST(range_options)
     const char *keys[] = {"k1", "k2", "k3", "k4", "k5"};
     const char *vals[] = {"e", "d", "c", "b", "a"};
     for (int i = 0; i < 5; i++)
-        CHECK_OK(put(s, keys[i], vals[i], 0)); /* revs 1..5 */
+        CHECK_OK(put(s, keys[i], vals[i], 0)); /* revs 2..6 */
     CHECK_OK(put(s, "k2", "dd", 0));           /* rev 6, k2 version 2 */
     struct mvcc_range_req r = {.key = B("k1"), .range_end = B("k4")};
     struct mvcc_range_resp resp;
     CHECK_OK(mvcc_range(s, &r, &A, &resp));
     CHECK_EQ(resp.count, 3);
     CHECK_EQ(resp.kvs_len, 3);
-    CHECK_EQ(resp.header_revision, 6);
+    CHECK_EQ(resp.header_revision, 7);
     CHECK(!resp.more);
     /* limit + more; count is the total. */
     r.limit = 2;
@@ -185,24 +185,24 @@ TEST(range_options)
     CHECK_EQ(resp.count, 5);
     CHECK_EQ(resp.kvs_len, 0);
     /* Filters: min/max mod and create; count stays the total. */
-    struct mvcc_range_req f = {.key = B("k"), .range_end = B("l"), .min_mod_revision = 4};
+    struct mvcc_range_req f = {.key = B("k"), .range_end = B("l"), .min_mod_revision = 5};
     CHECK_OK(mvcc_range(s, &f, &A, &resp));
     CHECK_EQ(resp.kvs_len, 3); /* k2@6, k4@4, k5@5 */
     CHECK_EQ(resp.count, 5);
     f.min_mod_revision = 0;
-    f.max_create_revision = 2;
+    f.max_create_revision = 3;
     CHECK_OK(mvcc_range(s, &f, &A, &resp));
     CHECK_EQ(resp.kvs_len, 2);
     f.max_create_revision = 0;
-    f.min_create_revision = 3;
-    f.max_mod_revision = 4;
+    f.min_create_revision = 4;
+    f.max_mod_revision = 5;
     CHECK_OK(mvcc_range(s, &f, &A, &resp));
     CHECK_EQ(resp.kvs_len, 2); /* k3, k4 */
     /* Revision in the past, in the future. */
-    struct mvcc_range_req old = {.key = B("k2"), .revision = 5};
+    struct mvcc_range_req old = {.key = B("k2"), .revision = 6};
     CHECK_OK(mvcc_range(s, &old, &A, &resp));
     CHECK_MEM(resp.kvs[0].value.p, resp.kvs[0].value.len, "d", 1);
-    old.revision = 7;
+    old.revision = 8;
     CHECK_EQ(mvcc_range(s, &old, &A, &resp), BATON_EFUTURE);
     struct mvcc_range_req empty = {0};
     CHECK_EQ(mvcc_range(s, &empty, &A, &resp), MVCC_EEMPTYKEY);
@@ -223,7 +223,7 @@ TEST(put_flags_and_errors)
     CHECK_EQ(mvcc_put(s, &r, &A, &resp), MVCC_ELEASEPROVIDED);
     r = (struct mvcc_put_req){.key = B("a"), .lease = 77};
     CHECK_EQ(mvcc_put(s, &r, &A, &resp), MVCC_ELEASENOTFOUND);
-    CHECK_EQ(mvcc_rev(s), 0);
+    CHECK_EQ(mvcc_rev(s), 1);
     int64_t lid;
     CHECK_OK(mvcc_lease_grant(s, 77, 60, &lid));
     CHECK_OK(mvcc_put(s, &r, &A, &resp));
@@ -232,13 +232,13 @@ TEST(put_flags_and_errors)
     CHECK_OK(mvcc_put(s, &r, &A, &resp));
     CHECK(resp.prev_kv != NULL);
     CHECK_EQ(resp.prev_kv->lease, 77);
-    CHECK_EQ(resp.header_revision, 2);
+    CHECK_EQ(resp.header_revision, 3);
     r = (struct mvcc_put_req){.key = B("a"), .ignore_value = true};
     CHECK_OK(mvcc_put(s, &r, &A, &resp));
     CHECK_OK(mvcc_batch_commit(s));
     struct mvcc_kv kv;
     CHECK(get(s, "a", 0, &kv));
-    check_kv(&kv, "a", "new", 1, 3, 3);
+    check_kv(&kv, "a", "new", 2, 4, 3);
     CHECK_EQ(kv.lease, 0); /* the last put set neither ignore_lease nor a lease */
     /* Writes outside a batch are refused. */
     r = (struct mvcc_put_req){.key = B("b"), .value = B("v")};
@@ -270,7 +270,7 @@ static struct mvcc_op op_del(const char *k, const char *end)
 TEST(txn_compares_and_revisions)
 {
     struct mvcc_store *s = open_store();
-    CHECK_OK(put(s, "a", "1", 0)); /* rev 1 */
+    CHECK_OK(put(s, "a", "1", 0)); /* rev 2 */
     struct mvcc_compare c = {
         .result = MVCC_CMP_EQUAL, .target = MVCC_CMP_VALUE, .key = B("a"), .value = B("1")};
     struct mvcc_op succ[] = {op_put("a", "2"), op_put("b", "x"), op_get("a")};
@@ -281,21 +281,21 @@ TEST(txn_compares_and_revisions)
     CHECK_OK(mvcc_txn(s, &t, &A, &resp));
     CHECK_OK(mvcc_batch_commit(s));
     CHECK(resp.succeeded);
-    CHECK_EQ(resp.header_revision, 2); /* one revision for the whole txn */
+    CHECK_EQ(resp.header_revision, 3); /* one revision for the whole txn */
     CHECK_EQ(resp.responses_len, 3);
     /* The range inside sees the txn's own put. */
     CHECK_EQ(resp.responses[2].u.range.kvs_len, 1);
     CHECK_MEM(resp.responses[2].u.range.kvs[0].value.p, 1, "2", 1);
     struct mvcc_kv kv;
     CHECK(get(s, "b", 0, &kv));
-    check_kv(&kv, "b", "x", 2, 2, 1);
+    check_kv(&kv, "b", "x", 3, 3, 1);
     /* Same compare now fails: read-only failure branch, no revision. */
     begin(s);
     CHECK_OK(mvcc_txn(s, &t, &A, &resp));
     CHECK_OK(mvcc_batch_commit(s));
     CHECK(!resp.succeeded);
-    CHECK_EQ(resp.header_revision, 2);
-    CHECK_EQ(mvcc_rev(s), 2);
+    CHECK_EQ(resp.header_revision, 3);
+    CHECK_EQ(mvcc_rev(s), 3);
     /* Read-only txns run outside a batch; txns with writes (in any branch) need one. */
     CHECK_EQ(mvcc_txn(s, &t, &A, &resp), BATON_EINVAL);
     struct mvcc_txn_req ro = {&c, 1, fail, 1, fail, 1};
@@ -314,9 +314,9 @@ TEST(txn_compares_and_revisions)
         {MVCC_CMP_VERSION, MVCC_CMP_GREATER, 1, NULL, true},
         {MVCC_CMP_VERSION, MVCC_CMP_LESS, 2, NULL, false},
         {MVCC_CMP_VERSION, MVCC_CMP_NOT_EQUAL, 2, NULL, false},
-        {MVCC_CMP_CREATE, MVCC_CMP_EQUAL, 1, NULL, true},
-        {MVCC_CMP_MOD, MVCC_CMP_EQUAL, 2, NULL, true},
-        {MVCC_CMP_MOD, MVCC_CMP_LESS, 3, NULL, true},
+        {MVCC_CMP_CREATE, MVCC_CMP_EQUAL, 2, NULL, true},
+        {MVCC_CMP_MOD, MVCC_CMP_EQUAL, 3, NULL, true},
+        {MVCC_CMP_MOD, MVCC_CMP_LESS, 4, NULL, true},
         {MVCC_CMP_LEASE, MVCC_CMP_EQUAL, 0, NULL, true},
         {MVCC_CMP_VALUE, MVCC_CMP_GREATER, 0, "1", true},
         {MVCC_CMP_VALUE, MVCC_CMP_LESS, 0, "3", true},
@@ -351,7 +351,7 @@ TEST(txn_compares_and_revisions)
     struct mvcc_txn_req rt = {&rc, 1, NULL, 0, NULL, 0};
     CHECK_OK(mvcc_txn(s, &rt, &A, &resp));
     CHECK(resp.succeeded);
-    rc.number = 1;
+    rc.number = 2;
     CHECK_OK(mvcc_txn(s, &rt, &A, &resp));
     CHECK(!resp.succeeded); /* a was created at 1 */
     mvcc_close(s);
@@ -380,10 +380,10 @@ TEST(txn_nested_and_duplicates)
     CHECK(resp.succeeded);
     CHECK_EQ(resp.responses[1].type, MVCC_OP_TXN);
     CHECK(!resp.responses[1].u.txn->succeeded); /* inner compare: version 1 != 5 */
-    CHECK_EQ(mvcc_rev(s), 2);
+    CHECK_EQ(mvcc_rev(s), 3);
     struct mvcc_kv kv;
     CHECK(get(s, "y", 0, &kv));
-    check_kv(&kv, "y", "1", 2, 2, 1);
+    check_kv(&kv, "y", "1", 3, 3, 1);
     CHECK(!get(s, "x", 0, &kv));
     /* Duplicates. */
     struct mvcc_op d1[] = {op_put("k", "1"), op_put("k", "2")};
@@ -412,7 +412,7 @@ TEST(txn_nested_and_duplicates)
     begin(s);
     CHECK_EQ(mvcc_txn(s, &dt, &A, &resp), MVCC_EDUPKEY);
     CHECK_OK(mvcc_batch_commit(s));
-    CHECK_EQ(mvcc_rev(s), 2);
+    CHECK_EQ(mvcc_rev(s), 3);
     mvcc_close(s);
     arena_free(&A);
 }
@@ -421,22 +421,22 @@ TEST(compaction_and_reopen)
 {
     struct mvcc_store *s = open_store();
     for (int i = 0; i < 10; i++)
-        CHECK_OK(put(s, "a", i % 2 ? "odd" : "even", 0)); /* revs 1..10 */
-    CHECK_OK(put(s, "gone", "x", 0));                     /* 11 */
-    CHECK_EQ(del(s, "gone", NULL), 1);                    /* 12 */
-    CHECK_OK(put(s, "b", "b", 0));                        /* 13 */
+        CHECK_OK(put(s, "a", i % 2 ? "odd" : "even", 0)); /* revs 2..11 */
+    CHECK_OK(put(s, "gone", "x", 0));                     /* 12 */
+    CHECK_EQ(del(s, "gone", NULL), 1);                    /* 13 */
+    CHECK_OK(put(s, "b", "b", 0));                        /* 14 */
     begin(s);
-    CHECK_EQ(mvcc_compact(s, 14), BATON_EFUTURE);
-    CHECK_OK(mvcc_compact(s, 12));
-    CHECK_EQ(mvcc_compact(s, 12), BATON_ECOMPACTED);
+    CHECK_EQ(mvcc_compact(s, 15), BATON_EFUTURE);
+    CHECK_OK(mvcc_compact(s, 13));
+    CHECK_EQ(mvcc_compact(s, 13), BATON_ECOMPACTED);
     CHECK_OK(mvcc_batch_commit(s));
-    struct mvcc_range_req r = {.key = B("a"), .revision = 11};
+    struct mvcc_range_req r = {.key = B("a"), .revision = 12};
     struct mvcc_range_resp resp;
     CHECK_EQ(mvcc_range(s, &r, &A, &resp), BATON_ECOMPACTED);
-    r.revision = 12;
+    r.revision = 13;
     CHECK_OK(mvcc_range(s, &r, &A, &resp));
     CHECK_EQ(resp.kvs_len, 1);
-    CHECK_EQ(resp.kvs[0].mod_revision, 10);
+    CHECK_EQ(resp.kvs[0].mod_revision, 11);
     CHECK_EQ(resp.kvs[0].version, 10); /* version survives compaction */
     CHECK_EQ(mvcc_key_count(s), 2);    /* "gone" left the index */
     uint32_t h1, h2;
@@ -452,23 +452,23 @@ TEST(compaction_and_reopen)
     CHECK_GT(steps, 2);
     CHECK_OK(mvcc_hash_kv(s, 0, &h2, &crev, &hrev));
     CHECK_EQ_U64(h1, h2); /* hash does not depend on physical compaction progress */
-    CHECK_EQ(crev, 12);
-    CHECK_OK(put(s, "a", "after", 0)); /* 14 */
+    CHECK_EQ(crev, 13);
+    CHECK_OK(put(s, "a", "after", 0)); /* 15 */
     struct mvcc_kv kv;
     CHECK(get(s, "a", 0, &kv));
-    check_kv(&kv, "a", "after", 1, 14, 11);
+    check_kv(&kv, "a", "after", 2, 15, 11);
     uint64_t idx = mvcc_applied_index(s);
     mvcc_close(s);
     arena_free(&A);
     s = open_store_at(g_path);
     CHECK_EQ(mvcc_applied_index(s), idx);
-    CHECK_EQ(mvcc_rev(s), 14);
-    CHECK_EQ(mvcc_compact_rev(s), 12);
+    CHECK_EQ(mvcc_rev(s), 15);
+    CHECK_EQ(mvcc_compact_rev(s), 13);
     CHECK(!mvcc_compact_pending(s));
     CHECK(get(s, "a", 0, &kv));
-    check_kv(&kv, "a", "after", 1, 14, 11);
-    CHECK(get(s, "a", 12, &kv));
-    CHECK_EQ(kv.mod_revision, 10);
+    check_kv(&kv, "a", "after", 2, 15, 11);
+    CHECK(get(s, "a", 13, &kv));
+    CHECK_EQ(kv.mod_revision, 11);
     CHECK_EQ(mvcc_key_count(s), 2);
     mvcc_close(s);
     arena_free(&A);
@@ -575,10 +575,10 @@ TEST(leases_grant_revoke_ttl)
     CHECK_EQ(mvcc_lease_grant(s, id1, 5, &id3), MVCC_ELEASEEXISTS);
     CHECK_EQ(mvcc_lease_grant(s, 0, MVCC_MAX_LEASE_TTL + 1, &id3), MVCC_ELEASETTLTOOLARGE);
     CHECK_OK(mvcc_batch_commit(s));
-    CHECK_OK(put(s, "l/a", "1", id1)); /* 1 */
-    CHECK_OK(put(s, "l/b", "1", id1)); /* 2 */
-    CHECK_OK(put(s, "l/c", "1", id2)); /* 3 */
-    CHECK_OK(put(s, "l/b", "2", id2)); /* 4: moves to id2 */
+    CHECK_OK(put(s, "l/a", "1", id1)); /* 2 */
+    CHECK_OK(put(s, "l/b", "1", id1)); /* 3 */
+    CHECK_OK(put(s, "l/c", "1", id2)); /* 4 */
+    CHECK_OK(put(s, "l/b", "2", id2)); /* 5: moves to id2 */
     struct mvcc_lease_info info;
     CHECK_OK(mvcc_lease_ttl(s, id1, 0, true, &A, &info));
     CHECK_EQ(info.keys_len, 1);
@@ -609,7 +609,7 @@ TEST(leases_grant_revoke_ttl)
     CHECK_OK(mvcc_lease_revoke(s, id2));
     CHECK_EQ(mvcc_lease_revoke(s, id2), MVCC_ELEASENOTFOUND);
     CHECK_OK(mvcc_batch_commit(s));
-    CHECK_EQ(mvcc_rev(s), 5);
+    CHECK_EQ(mvcc_rev(s), 6);
     struct mvcc_kv kv;
     CHECK(!get(s, "l/b", 0, &kv));
     CHECK(!get(s, "l/c", 0, &kv));
@@ -626,7 +626,7 @@ TEST(leases_grant_revoke_ttl)
     CHECK_OK(mvcc_lease_revoke(s, id1));
     CHECK_OK(mvcc_batch_commit(s));
     CHECK(!get(s, "l/a", 0, &kv));
-    CHECK_EQ(mvcc_rev(s), 6);
+    CHECK_EQ(mvcc_rev(s), 7);
     mvcc_close(s);
     arena_free(&A);
 }
@@ -708,41 +708,41 @@ static int sink_fn(void *ctx, const struct mvcc_watch_batch *b)
 TEST(watch_live_replay_filters)
 {
     struct mvcc_store *s = open_store();
-    CHECK_OK(put(s, "w/a", "1", 0)); /* 1 */
-    CHECK_OK(put(s, "w/b", "1", 0)); /* 2 */
-    CHECK_OK(put(s, "x", "1", 0));   /* 3 */
+    CHECK_OK(put(s, "w/a", "1", 0)); /* 2 */
+    CHECK_OK(put(s, "w/b", "1", 0)); /* 3 */
+    CHECK_OK(put(s, "x", "1", 0));   /* 4 */
     struct sink *live = calloc(1, sizeof(*live)), *hist = calloc(1, sizeof(*hist)),
                 *nodel = calloc(1, sizeof(*nodel));
     live->cap = hist->cap = nodel->cap = 4096;
     struct mvcc_watch_req r = {.key = B("w/"), .range_end = B("w0"), .prev_kv = true};
     int64_t id1, id2, id3, crev;
     CHECK_OK(mvcc_watch_create(s, &r, sink_fn, live, &id1, &crev));
-    r.start_revision = 1;
+    r.start_revision = 2;
     CHECK_OK(mvcc_watch_create(s, &r, sink_fn, hist, &id2, &crev));
     struct mvcc_watch_req nd = {.key = B("w/a"), .no_delete = true};
     CHECK_OK(mvcc_watch_create(s, &nd, sink_fn, nodel, &id3, &crev));
     CHECK_EQ(mvcc_watch_unsynced_count(s), 1);
-    CHECK_OK(put(s, "w/a", "2", 0));  /* 4 */
-    CHECK_EQ(del(s, "w/a", NULL), 1); /* 5 */
-    CHECK_OK(put(s, "x", "2", 0));    /* 6: outside the range */
+    CHECK_OK(put(s, "w/a", "2", 0));  /* 5 */
+    CHECK_EQ(del(s, "w/a", NULL), 1); /* 6 */
+    CHECK_OK(put(s, "x", "2", 0));    /* 7: outside the range */
     CHECK_EQ(live->n, 2);
-    CHECK_EQ(live->revs[0], 4);
+    CHECK_EQ(live->revs[0], 5);
     CHECK(live->prev[0]);
     CHECK_EQ(live->types[1], MVCC_EVENT_DELETE);
-    CHECK_EQ(live->revs[1], 5);
+    CHECK_EQ(live->revs[1], 6);
     CHECK_EQ(nodel->n, 1);
     CHECK_EQ(hist->n, 0);
     bool pending = true;
     while (pending)
         CHECK_OK(mvcc_watch_step(s, 100, &pending));
     CHECK_EQ(hist->n, 4); /* 1, 2, 4, 5 */
-    CHECK_EQ(hist->revs[0], 1);
+    CHECK_EQ(hist->revs[0], 2);
     CHECK(!hist->prev[0]);
-    CHECK_EQ(hist->revs[2], 4);
+    CHECK_EQ(hist->revs[2], 5);
     CHECK(hist->prev[2]);
-    CHECK_EQ(hist->revs[3], 5);
+    CHECK_EQ(hist->revs[3], 6);
     CHECK(hist->prev[3]);
-    CHECK_OK(put(s, "w/c", "1", 0)); /* 7: hist is synced now */
+    CHECK_OK(put(s, "w/c", "1", 0)); /* 8: hist is synced now */
     CHECK_EQ(hist->n, 5);
     CHECK_OK(mvcc_watch_progress(s, id2));
     CHECK_EQ(hist->progress, 1);
@@ -751,11 +751,11 @@ TEST(watch_live_replay_filters)
     CHECK_EQ(hist->n, 5);
     /* Compacted start revision. */
     begin(s);
-    CHECK_OK(mvcc_compact(s, 6));
+    CHECK_OK(mvcc_compact(s, 7));
     CHECK_OK(mvcc_batch_commit(s));
-    r.start_revision = 3;
+    r.start_revision = 4;
     CHECK_EQ(mvcc_watch_create(s, &r, sink_fn, hist, &id2, &crev), BATON_ECOMPACTED);
-    CHECK_EQ(crev, 6);
+    CHECK_EQ(crev, 7);
     mvcc_close(s);
     free(live);
     free(hist);
@@ -798,16 +798,16 @@ TEST(watch_slow_consumer_catches_up_bounded)
     }
     CHECK(!pending);
     CHECK_GT(steps, 30);
-    CHECK_EQ(slow->revs[slow->n - 1], 100);
+    CHECK_EQ(slow->revs[slow->n - 1], 101);
     /* Compacted while behind: the watcher gets the compact revision and is cancelled. */
     slow->cap = 0;
-    CHECK_OK(put(s, "k1", "x", 0)); /* 101: refused, slow falls behind */
-    CHECK_OK(put(s, "k1", "y", 0)); /* 102 */
+    CHECK_OK(put(s, "k1", "x", 0)); /* 102: refused, slow falls behind */
+    CHECK_OK(put(s, "k1", "y", 0)); /* 103 */
     begin(s);
-    CHECK_OK(mvcc_compact(s, 102));
+    CHECK_OK(mvcc_compact(s, 103));
     CHECK_OK(mvcc_batch_commit(s));
     CHECK_OK(mvcc_watch_step(s, 10, &pending));
-    CHECK_EQ(slow->compacted, 102);
+    CHECK_EQ(slow->compacted, 103);
     CHECK_EQ(mvcc_watch_count(s), 1);
     mvcc_close(s);
     free(slow);

@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Runs one scripted sequence against mvcc (through mvcc-script) and against a throwaway real
+etcd (through etcdctl -w json, and etcd's JSON gateway for Range options etcdctl 3.4 lacks),
+normalises both, and diffs them. Exit 0 when equal, 1 on a difference, 77 (SKIPPED) when etcd
+or etcdctl is not installed.
+
+Usage: etcd_compare.py MVCC_SCRIPT_BINARY SEQUENCE_FILE
+"""
+import base64
+import difflib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+LEASES = []  # etcd lease ids in grant order: L1, L2, ...
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def unb64(s):
+    return base64.b64decode(s).decode() if s else ""
+
+
+def lease_name(i):
+    i = int(i or 0)
+    if i in LEASES:
+        return "L%d" % (LEASES.index(i) + 1)
+    return str(i)
+
+
+def lease_id(name):
+    if name.startswith("L"):
+        k = int(name[1:]) - 1
+        return LEASES[k] if 0 <= k < len(LEASES) else 999999
+    return int(name)
+
+
+def fmt_kv(kv):
+    return "%s:%s:%d:%d:%d:%s" % (unb64(kv.get("key")), unb64(kv.get("value")),
+                                  int(kv.get("create_revision", 0)),
+                                  int(kv.get("mod_revision", 0)), int(kv.get("version", 0)),
+                                  lease_name(kv.get("lease", 0)))
+
+
+def fmt_range(r):
+    return "rev=%d count=%d more=%d kvs=[%s]" % (
+        int(r["header"]["revision"]), int(r.get("count", 0)), 1 if r.get("more") else 0,
+        ",".join(fmt_kv(kv) for kv in r.get("kvs", [])))
+
+
+def fmt_put(r):
+    s = "rev=%d" % int(r["header"]["revision"])
+    if r.get("prev_kv"):
+        s += " prev=" + fmt_kv(r["prev_kv"])
+    return s
+
+
+def fmt_del(r):
+    return "rev=%d deleted=%d prev=[%s]" % (int(r["header"]["revision"]), int(r.get("deleted", 0)),
+                                          ",".join(fmt_kv(kv) for kv in r.get("prev_kvs", [])))
+
+
+class Etcd:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="mvcc-etcd-")
+        self.port = free_port()
+        peer = free_port()
+        url = "http://127.0.0.1:%d" % self.port
+        purl = "http://127.0.0.1:%d" % peer
+        self.log = open(os.path.join(self.dir, "etcd.log"), "w")
+        self.proc = subprocess.Popen(
+            ["etcd", "--name", "cmp", "--data-dir", os.path.join(self.dir, "data"),
+             "--listen-client-urls", url, "--advertise-client-urls", url,
+             "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
+             "--initial-cluster", "cmp=" + purl],
+            stdout=self.log, stderr=self.log)
+        self.env = dict(os.environ, ETCDCTL_API="3")
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("etcd exited; see " + self.log.name)
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1).read()
+                return
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError("etcd did not become healthy")
+
+    def ctl(self, args, stdin=None):
+        p = subprocess.run(["etcdctl", "--endpoints=127.0.0.1:%d" % self.port, "-w", "json"] + args,
+                           input=stdin, capture_output=True, text=True, env=self.env, timeout=20)
+        if p.returncode != 0:
+            errs = [l[len("Error: "):] for l in p.stderr.splitlines() if l.startswith("Error: ")]
+            return None, (errs[-1] if errs else p.stderr.strip())
+        return p.stdout, None
+
+    def gateway(self, path, body):
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path),
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            return json.loads(urllib.request.urlopen(req, timeout=10).read()), None
+        except urllib.error.HTTPError as e:
+            return None, json.loads(e.read()).get("message", str(e))
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def map_leases(args):
+    return ["--lease=%x" % lease_id(a[len("--lease="):]) if a.startswith("--lease=") else a
+            for a in args]
+
+
+def run_etcd(etcd, lines):
+    out = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        out.append("> " + line)
+        words = line.split()
+        cmd = words[0]
+        if cmd == "txn":
+            parts = [[], [], []]
+            sec = 0
+            while lines[i] != "end":
+                if lines[i] == "--":
+                    sec += 1
+                else:
+                    parts[sec].append(lines[i])
+                    out.append("  " + lines[i])
+                i += 1
+            i += 1
+            conv = lambda l: " ".join(map_leases(l.split()))
+            # etcdctl reads compares, success ops, failure ops, each list ended by a blank line.
+            stdin = "\n".join(parts[0] + [""] + [conv(l) for l in parts[1]] + [""] +
+                              [conv(l) for l in parts[2]] + [""]) + "\n"
+            res, err = etcd.ctl(["txn"], stdin)
+            if err:
+                out.append("error: " + err)
+                continue
+            r = json.loads(res)
+            out.append("rev=%d succeeded=%d" % (int(r["header"]["revision"]),
+                                                1 if r.get("succeeded") else 0))
+            for resp in r.get("responses") or []:
+                body = resp["Response"]
+                if "ResponseRange" in body:
+                    out.append("  " + fmt_range(body["ResponseRange"]))
+                elif "ResponsePut" in body:
+                    out.append("  " + fmt_put(body["ResponsePut"]))
+                elif "ResponseDeleteRange" in body:
+                    out.append("  " + fmt_del(body["ResponseDeleteRange"]))
+            continue
+        if cmd == "rangereq":
+            body = {}
+            for w in words[1:]:
+                k, v = w.split("=", 1)
+                if k == "key":
+                    body["key"] = b64(v)
+                elif k == "end":
+                    body["range_end"] = b64("\0" if v == "\\0" else v)
+                elif k in ("count_only", "keys_only"):
+                    body[k] = v == "1"
+                elif k in ("min_mod", "max_mod", "min_create", "max_create"):
+                    body[k + "_revision"] = int(v)
+                else:
+                    body[k] = int(v)
+            r, err = etcd.gateway("/v3/kv/range", body)
+            out.append("error: " + err if err else fmt_range(r))
+            continue
+        if cmd == "lease":
+            sub = words[1]
+            if sub == "grant":
+                res, err = etcd.ctl(["lease", "grant", words[2]])
+                if err:
+                    out.append("error: " + err)
+                    continue
+                r = json.loads(res)
+                LEASES.append(int(r["ID"]))
+                out.append("id=L%d ttl=%d" % (len(LEASES), int(r["TTL"])))
+            elif sub == "revoke":
+                res, err = etcd.ctl(["lease", "revoke", "%x" % lease_id(words[2])])
+                if err and err.startswith("failed to revoke lease ("):
+                    err = err[len("failed to revoke lease ("):-1]  # etcdctl's wrapping
+                out.append("error: " + err if err else "rev=%d" % int(json.loads(res)["header"]["revision"]))
+            elif sub == "timetolive":
+                res, err = etcd.ctl(["lease", "timetolive", "%x" % lease_id(words[2]), "--keys"])
+                if err:
+                    out.append("error: " + err)
+                    continue
+                r = json.loads(res)
+                if int(r.get("ttl", 0)) == -1:
+                    out.append("error: etcdserver: requested lease not found")
+                    continue
+                keys = sorted(unb64(k) for k in r.get("keys") or [])
+                out.append("granted=%d keys=[%s]" % (int(r["granted-ttl"]), ",".join(keys)))
+            continue
+        if cmd == "compact":
+            p = subprocess.run(["etcdctl", "--endpoints=127.0.0.1:%d" % etcd.port, "compact",
+                                words[1], "--physical"], capture_output=True, text=True,
+                               env=etcd.env, timeout=20)
+            if p.returncode != 0:
+                errs = [l[7:] for l in p.stderr.splitlines() if l.startswith("Error: ")]
+                out.append("error: " + (errs[-1] if errs else p.stderr.strip()))
+            else:
+                out.append("ok")
+            continue
+        res, err = etcd.ctl(map_leases(words))
+        if err:
+            out.append("error: " + err)
+            continue
+        r = json.loads(res)
+        out.append({"put": fmt_put, "get": fmt_range, "del": fmt_del}[cmd](r))
+    return out
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__)
+        return 2
+    binary, seq = sys.argv[1], sys.argv[2]
+    if not shutil.which("etcd") or not shutil.which("etcdctl"):
+        print("SKIPPED: no etcd")
+        return 77
+    lines = [l.rstrip("\n") for l in open(seq) if l.strip() and not l.startswith("#")]
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="mvcc-script-") as d:
+        ours = subprocess.run([binary, seq, d], capture_output=True, text=True, timeout=30)
+    if ours.returncode != 0:
+        print("mvcc-script failed:", ours.stderr)
+        return 1
+    etcd = Etcd()
+    try:
+        theirs = run_etcd(etcd, lines)
+    finally:
+        etcd.stop()
+    mine = ours.stdout.splitlines()
+    diff = list(difflib.unified_diff(theirs, mine, "etcd", "mvcc", lineterm=""))
+    print("%d commands, %d output lines, %.1f s" % (sum(1 for l in theirs if l.startswith("> ")),
+                                                    len(theirs), time.time() - t0))
+    if diff:
+        print("\n".join(diff))
+        print("FAIL: mvcc differs from etcd")
+        return 1
+    print("OK: mvcc matches etcd")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
