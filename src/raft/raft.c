@@ -35,7 +35,8 @@ struct progress {
     uint8_t vote;  /* enum vote_state, during an election */
     bool probe_sent;
     bool recent_active;
-    uint64_t read_acked; /* highest ReadIndex round this member confirmed */
+    uint64_t read_acked;  /* highest ReadIndex round this member confirmed */
+    uint64_t commit_sent; /* highest commit index sent in an append */
     /* In-flight appends (replicate state): a ring of (last index, bytes). */
     uint32_t inf_start;
     uint32_t inf_count;
@@ -94,8 +95,9 @@ struct raft {
     uint32_t transfer_elapsed;
     uint64_t uncommitted_bytes;
     bool committed_own_term;
-    bool flush_pending;  /* leader: send appends to everyone at the next ready */
-    bool commit_changed; /* leader: followers need the new commit index */
+    bool flush_pending;      /* leader: send appends to everyone at the next ready */
+    bool commit_changed;     /* leader: followers need the new commit index */
+    bool read_start_pending; /* leader: start a ReadIndex round at the next ready */
 
     struct progress peers[RAFT_PEERS_MAX];
     uint32_t peers_len;
@@ -256,6 +258,7 @@ static void progress_reset(struct raft *r, struct progress *pr, uint64_t id)
     pr->probe_sent = false;
     pr->recent_active = true;
     pr->read_acked = 0;
+    pr->commit_sent = 0;
     pr->snap_read_pending = false;
     inflight_reset(pr);
 }
@@ -574,6 +577,7 @@ static void become_follower(struct raft *r, uint64_t term, uint64_t leader)
     if (was_leader) {
         purge_leader_output(r);
         r->reads_len = 0;
+        r->read_start_pending = false;
         r->flush_pending = r->commit_changed = false;
         r->uncommitted_bytes = 0;
     }
@@ -685,6 +689,7 @@ static void become_leader(struct raft *r)
     r->pending_conf_index = last_index(r);
     r->committed_own_term = false;
     r->reads_len = 0;
+    r->read_start_pending = false;
     r->read_round = r->read_round_done = 0;
     r->uncommitted_bytes = 0;
     RLOG(r, LOG_INFO, "msg=\"became leader\" last_index=%" PRIu64, last_index(r));
@@ -818,6 +823,7 @@ static bool send_append(struct raft *r, struct progress *pr, bool allow_empty)
         .entries_len = n,
     };
     send(r, &m);
+    pr->commit_sent = r->commit;
     if (pr->state == RAFT_PROGRESS_REPLICATE && n > 0) {
         /* Optimistic pipelining: assume delivery, move next on (thesis §10.2.2). */
         pr->next = prev + n + 1;
@@ -847,18 +853,28 @@ static void bcast_heartbeat(struct raft *r)
             send_heartbeat(r, &r->peers[i]);
 }
 
+static void start_read_round(struct raft *r);
+static void check_reads(struct raft *r);
+
 /* The leader's batching point, run when a ready is taken: one append per follower carries
  * everything proposed since the last ready (up to the flow-control window). */
 static void leader_flush(struct raft *r)
 {
-    if (r->role != RAFT_LEADER || !(r->flush_pending || r->commit_changed))
+    if (r->role != RAFT_LEADER)
+        return;
+    if (r->read_start_pending) {
+        r->read_start_pending = false;
+        start_read_round(r);
+        check_reads(r); /* a single voter confirms its own round at once */
+    }
+    if (!(r->flush_pending || r->commit_changed))
         return;
     for (uint32_t i = 0; i < r->peers_len; i++) {
         struct progress *pr = &r->peers[i];
         bool sent = false;
         for (int k = 0; k < 64 && send_append(r, pr, false); k++)
             sent = true;
-        if (!sent && r->commit_changed && pr->match < r->commit)
+        if (!sent && pr->commit_sent < r->commit)
             send_append(r, pr, true);
     }
     r->flush_pending = r->commit_changed = false;
@@ -1267,8 +1283,10 @@ static void start_read_round(struct raft *r)
             r->reads[i].index = r->commit;
         }
     }
-    if (any)
+    if (any) {
+        RLOG(r, LOG_DEBUG, "msg=\"read round\" round=%" PRIu64, r->read_round);
         bcast_heartbeat(r);
+    }
 }
 
 static void check_reads(struct raft *r)
@@ -1278,24 +1296,21 @@ static void check_reads(struct raft *r)
     /* A new leader does not know the commit index until an entry of its term commits. */
     if (!r->committed_own_term)
         return;
-    if (r->read_round_done == r->read_round)
-        start_read_round(r);
-    uint64_t done = quorum_value(r, Q_READ);
-    if (done > r->read_round)
-        done = r->read_round;
-    if (done <= r->read_round_done)
-        return;
-    r->read_round_done = done;
-    size_t n = 0;
-    while (n < r->reads_len && r->reads[n].round != 0 && r->reads[n].round <= done)
-        release_read(r, &r->reads[n++]);
-    memmove(r->reads, r->reads + n, (r->reads_len - n) * sizeof(*r->reads));
-    r->reads_len -= n;
+    uint64_t done = BATON_MIN(quorum_value(r, Q_READ), r->read_round);
+    if (done > r->read_round_done) {
+        r->read_round_done = done;
+        size_t n = 0;
+        while (n < r->reads_len && r->reads[n].round != 0 && r->reads[n].round <= done)
+            release_read(r, &r->reads[n++]);
+        if (n > 0) {
+            memmove(r->reads, r->reads + n, (r->reads_len - n) * sizeof(*r->reads));
+            r->reads_len -= n;
+        }
+    }
+    /* Reads not yet in a round get the next one, started when the ready is taken, so every
+     * read that arrives until then shares it. */
     if (r->reads_len > 0 && r->read_round_done == r->read_round)
-        start_read_round(r);
-    /* A single voter confirms its own round at once. */
-    if (r->reads_len > 0 && quorum_value(r, Q_READ) > r->read_round_done)
-        check_reads(r);
+        r->read_start_pending = true;
 }
 
 static int leader_read(struct raft *r, uint64_t from, uint64_t context)
@@ -1320,8 +1335,10 @@ static void handle_heartbeat_resp(struct raft *r, const struct raft_msg *m, stru
     pr->probe_sent = false;
     if (pr->state == RAFT_PROGRESS_REPLICATE && inflight_full(r, pr))
         inflight_free_first(r, pr); /* a lost append must not stall the pipe for ever */
+    /* A follower behind: an append (empty if nothing is sendable) makes it reveal where its
+     * log really ends, e.g. after a restart that lost what was in flight. */
     if (pr->match < last_index(r))
-        r->flush_pending = true;
+        send_append(r, pr, true);
     if (m->context > pr->read_acked && m->context <= r->read_round) {
         pr->read_acked = m->context;
         check_reads(r);
@@ -1570,7 +1587,7 @@ int raft_transfer_leader(struct raft *r, uint64_t target)
     if (pr->match == last_index(r))
         send_timeout_now(r, target);
     else
-        r->flush_pending = true; /* catch the target up first */
+        send_append(r, pr, true); /* catch the target up first */
     return 0;
 }
 
@@ -1856,7 +1873,8 @@ bool raft_has_ready(const struct raft *r)
         return false;
     if (r->out_len || r->rs_len || r->sr_len || r->snap_apply == 2)
         return true;
-    if (r->role == RAFT_LEADER && (r->flush_pending || r->commit_changed))
+    if (r->role == RAFT_LEADER &&
+        (((r->flush_pending || r->commit_changed) && r->peers_len > 1) || r->read_start_pending))
         return true;
     if (r->seq_handed == r->seq_done && persist_dirty(r))
         return true;
@@ -2029,8 +2047,10 @@ void raft_persisted(struct raft *r)
         else
             send_owned(r, &m, NULL);
     }
-    memmove(r->wait, r->wait + n, (r->wait_len - n) * sizeof(*r->wait));
-    r->wait_len -= n;
+    if (n > 0) {
+        memmove(r->wait, r->wait + n, (r->wait_len - n) * sizeof(*r->wait));
+        r->wait_len -= n;
+    }
     if (r->role == RAFT_LEADER) {
         struct progress *self = peer_find(r, r->id);
         if (self && r->stable_index > self->match)
@@ -2254,4 +2274,9 @@ int raft_progress(const struct raft *r, uint64_t peer, struct raft_progress_info
 int raft_term_at(const struct raft *r, uint64_t index, uint64_t *term)
 {
     return raft_log_term(&r->log, index, term) ? 0 : BATON_ENOTFOUND;
+}
+
+void raft_snapshot_meta(const struct raft *r, struct raft_snapshot_meta *out)
+{
+    *out = r->snap;
 }

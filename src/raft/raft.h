@@ -386,6 +386,10 @@ struct raft_progress_info {
 /* Leader only: the replication progress of peer. 0, BATON_ENOTLEADER or BATON_ENOTFOUND. */
 int raft_progress(const struct raft *r, uint64_t peer, struct raft_progress_info *p);
 
+/* The metadata of the latest snapshot (set by raft_compact, an installed snapshot, or
+ * raft_restore): what the caller stores next to the snapshot's bytes. */
+void raft_snapshot_meta(const struct raft *r, struct raft_snapshot_meta *out);
+
 /* The term of the entry at index, if raft has it (index == snapshot index included). */
 int raft_term_at(const struct raft *r, uint64_t index, uint64_t *term);
 
