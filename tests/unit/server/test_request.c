@@ -11,8 +11,7 @@ static void check_bytes(struct mvcc_bytes a, struct mvcc_bytes b)
     CHECK_MEM(a.p, a.len, b.p, b.len);
 }
 
-static void roundtrip(const struct request *in, struct request *out, struct arena *a,
-                      struct buf *b)
+static void roundtrip(const struct request *in, struct request *out, struct arena *a, struct buf *b)
 {
     buf_clear(b);
     CHECK_OK(request_encode(in, b));
@@ -89,10 +88,15 @@ TEST(nested_txn_roundtrip_and_depth_bound)
     struct mvcc_op inner_ops[1] = {{.type = MVCC_OP_PUT}};
     inner_ops[0].u.put = (struct mvcc_put_req){B("in"), B("1"), 0, false, false, false};
     struct mvcc_txn_req inner = {NULL, 0, inner_ops, 1, NULL, 0};
-    struct mvcc_op ops[3] = {{.type = MVCC_OP_RANGE}, {.type = MVCC_OP_TXN}, {.type = MVCC_OP_DELETE}};
-    ops[0].u.range = (struct mvcc_range_req){.key = B("r"), .range_end = B("s"), .limit = 3,
-                                             .revision = -1, .sort_order = MVCC_SORT_DESCEND,
-                                             .sort_target = MVCC_SORT_VALUE, .count_only = true,
+    struct mvcc_op ops[3] = {
+        {.type = MVCC_OP_RANGE}, {.type = MVCC_OP_TXN}, {.type = MVCC_OP_DELETE}};
+    ops[0].u.range = (struct mvcc_range_req){.key = B("r"),
+                                             .range_end = B("s"),
+                                             .limit = 3,
+                                             .revision = -1,
+                                             .sort_order = MVCC_SORT_DESCEND,
+                                             .sort_target = MVCC_SORT_VALUE,
+                                             .count_only = true,
                                              .max_create_revision = 9};
     ops[1].u.txn = &inner;
     ops[2].u.del = (struct mvcc_delete_req){B("d"), B(""), false};

@@ -1,0 +1,545 @@
+/*
+ * The member: life cycle, restore, the loop that turns Raft's readies into WAL writes, peer
+ * frames and applies, and the entry points for client calls.
+ */
+#include "server/server_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t now_ms(struct server *s)
+{
+    return s->o.env.now_ms(s->o.env.ctx);
+}
+
+void server_fail(struct server *s, int err, const char *what)
+{
+    if (s->failed)
+        return;
+    s->failed = true;
+    char msg[256];
+    snprintf(msg, sizeof(msg), "%s: %s", what, mvcc_strerror(err));
+    log_write(s->o.log, LOG_ERROR, "member=%llx msg=\"fatal\" err=\"%s\"",
+              (unsigned long long)s->o.member_id, msg);
+    calls_fail_all(s, BATON_ECLOSED);
+    if (s->o.env.fatal)
+        s->o.env.fatal(s->o.env.ctx, err, msg);
+}
+
+/* ---- Peer frames -------------------------------------------------------------------------------
+ */
+
+/* Sends s->frame. A failed send is remembered and reported to Raft once no ready is
+ * outstanding (raft_report_unreachable may not run in the middle of one). */
+static void send_frame(struct server *s, uint64_t to, bool bulk)
+{
+    int rc = s->o.env.send(s->o.env.ctx, to, bulk, s->frame.data, s->frame.len);
+    if (rc == 0)
+        return;
+    for (int i = 0; i < s->unreachable_len; i++)
+        if (s->unreachable[i] == to)
+            return;
+    if (s->unreachable_len < SERVER_PEERS_MAX)
+        s->unreachable[s->unreachable_len++] = to;
+}
+
+static void report_unreachable(struct server *s)
+{
+    for (int i = 0; i < s->unreachable_len; i++)
+        raft_report_unreachable(s->raft, s->unreachable[i]);
+    s->unreachable_len = 0;
+}
+
+static void send_msgs(struct server *s, const struct raft_msg *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        buf_clear(&s->frame);
+        uint8_t kind = FRAME_RAFT;
+        if (buf_append(&s->frame, &kind, 1) != 0 || raft_msg_encode(&m[i], &s->frame) != 0)
+            continue; /* out of memory: the message is lost, Raft retransmits */
+        send_frame(s, m[i].to, m[i].type == RAFT_MSG_SNAPSHOT);
+    }
+}
+
+void server_on_peer_frame(struct server *s, uint64_t from, const uint8_t *data, size_t len)
+{
+    if (s->failed || len == 0)
+        return;
+    if (data[0] == FRAME_RAFT) {
+        struct raft_msg m;
+        arena_reset(&s->scratch);
+        if (raft_msg_decode(data + 1, len - 1, &m, &s->scratch) != 0 || m.from != from) {
+            log_write(s->o.log, LOG_WARN, "member=%llx msg=\"bad raft frame\" from=%llx",
+                      (unsigned long long)s->o.member_id, (unsigned long long)from);
+            return;
+        }
+        raft_step(s->raft, &m);
+    } else if (data[0] == FRAME_FORWARD) {
+        /* A follower's proposal: propose it as is if we lead; otherwise drop it (the
+         * follower's call times out or fails when it learns the new leader). */
+        if (s->leader == s->o.member_id)
+            raft_propose(s->raft, data + 1, len - 1, NULL);
+    }
+    server_process(s);
+}
+
+void server_on_peer_down(struct server *s, uint64_t peer)
+{
+    if (s->failed)
+        return;
+    raft_peer_down(s->raft, peer);
+    server_process(s);
+}
+
+/* ---- Persisting --------------------------------------------------------------------------------
+ */
+
+static int submit_persist(struct server *s, const struct raft_persist *p)
+{
+    if (p->chunks_len || p->snapshot)
+        return BATON_EINVAL; /* snapshot installation arrives with log compaction */
+    if (p->entries_len > s->wal_entries_cap) {
+        size_t cap = BATON_MAX(p->entries_len, 2 * s->wal_entries_cap);
+        struct wal_entry *n = realloc(s->wal_entries, cap * sizeof(*n));
+        if (!n)
+            return BATON_ENOMEM;
+        s->wal_entries = n;
+        s->wal_entries_cap = cap;
+    }
+    for (size_t i = 0; i < p->entries_len; i++) {
+        const struct raft_entry *e = &p->entries[i];
+        s->wal_entries[i] = (struct wal_entry){e->index, e->term, e->type, e->data, e->len};
+    }
+    struct wal_hard_state hs = {p->hard_state.term, p->hard_state.vote, p->hard_state.commit};
+    struct wal_batch b = {s->wal_entries, p->entries_len, p->hard_state_changed ? &hs : NULL, NULL};
+    return wal_submit(s->wal, &b, &s->persist_seq);
+}
+
+void server_on_wal(struct server *s)
+{
+    if (s->failed)
+        return;
+    struct wal_progress pr;
+    wal_poll(s->wal, &pr);
+    if (pr.err) {
+        server_fail(s, pr.err, "write-ahead log");
+        return;
+    }
+    if (s->persist_seq && pr.durable_seq >= s->persist_seq) {
+        s->persist_seq = 0;
+        raft_persisted(s->raft);
+    }
+    server_process(s);
+}
+
+/* ---- The ready loop ----------------------------------------------------------------------------
+ */
+
+static void publish_self(struct server *s);
+
+static void leader_changed(struct server *s, const struct raft_status *st)
+{
+    bool leads = st->role == RAFT_LEADER;
+    log_write(s->o.log, LOG_INFO, "member=%llx term=%llu msg=\"leader changed\" leader=%llx",
+              (unsigned long long)s->o.member_id, (unsigned long long)st->term,
+              (unsigned long long)st->leader);
+    if (s->was_leader && !leads)
+        mvcc_lease_demote(s->store);
+    if (leads && !s->was_leader)
+        mvcc_lease_promote(s->store, now_ms(s)); /* a full TTL for every lease: see mvcc.h */
+    /* Rounds the old leader never confirmed will not be confirmed. */
+    reads_fail_unconfirmed(s, BATON_EPROPOSALDROP);
+    s->was_leader = leads;
+    s->leader = st->leader;
+    s->term = st->term;
+}
+
+static void handle_ready(struct server *s)
+{
+    struct raft_ready rd;
+    raft_ready(s->raft, &rd);
+    if (rd.persist) {
+        int rc = submit_persist(s, rd.persist);
+        if (rc) {
+            server_fail(s, rc, "write-ahead log submit");
+            return;
+        }
+    }
+    send_msgs(s, rd.msgs, rd.msgs_len);
+    int rc = apply_entries(s, rd.committed, rd.committed_len);
+    if (rc) {
+        server_fail(s, rc, "applying committed entries to the store");
+        return;
+    }
+    for (size_t i = 0; i < rd.reads_len; i++)
+        reads_confirmed(s, rd.reads[i].context, rd.reads[i].index);
+    raft_advance(s->raft, &rd);
+    report_unreachable(s);
+    if (rd.committed_len)
+        reads_applied(s);
+}
+
+void server_process(struct server *s)
+{
+    if (s->processing) {
+        s->again = true; /* a callback re-entered: the outer call loops once more */
+        return;
+    }
+    s->processing = 1;
+    for (int round = 0; round < 1000 && !s->failed; round++) {
+        s->again = false;
+        reads_start_round(s);
+        while (!s->failed && raft_has_ready(s->raft))
+            handle_ready(s);
+        struct raft_status st;
+        raft_status(s->raft, &st);
+        if (st.leader != s->leader || st.term != s->term)
+            leader_changed(s, &st);
+        if (!s->published && st.leader)
+            publish_self(s);
+        if (!s->again && (dlist_empty(&s->reads_next) || s->failed))
+            break;
+    }
+    s->processing = 0;
+}
+
+/* ---- Calls -------------------------------------------------------------------------------------
+ */
+
+static uint64_t next_request_id(struct server *s)
+{
+    /* Member id in the top 16 bits keeps ids unique across members; the counter starts at the
+     * boot time in ms so ids of a restarted member do not repeat. */
+    return (s->o.member_id << 48) | (++s->next_req_id & 0xffffffffffffull);
+}
+
+int server_propose(struct server *s, struct request *req, struct arena *a, server_done_fn done,
+                   void *ctx, struct server_call **call_out)
+{
+    if (s->failed)
+        return BATON_ECLOSED;
+    if (!s->leader)
+        return BATON_EUNAVAIL;
+    struct server_call *c = calls_new(s, CALL_PROPOSAL, done, ctx, a);
+    if (!c)
+        return BATON_EBUSY;
+    req->id = c->req_id = next_request_id(s);
+    buf_clear(&s->frame);
+    uint8_t kind = FRAME_FORWARD;
+    int rc = buf_append(&s->frame, &kind, 1);
+    rc = rc ? rc : request_encode(req, &s->frame);
+    if (!rc && s->leader == s->o.member_id)
+        rc = raft_propose(s->raft, s->frame.data + 1, s->frame.len - 1, &c->index);
+    else if (!rc)
+        send_frame(s, s->leader, false);
+    report_unreachable(s);
+    if (rc) {
+        server_call_cancel(c);
+        return rc == BATON_ENOTLEADER ? BATON_EUNAVAIL : rc;
+    }
+    calls_index(s, c);
+    if (call_out)
+        *call_out = c;
+    server_process(s);
+    return 0;
+}
+
+int server_read_barrier(struct server *s, server_done_fn done, void *ctx,
+                        struct server_call **call_out)
+{
+    if (s->failed)
+        return BATON_ECLOSED;
+    if (!s->leader)
+        return BATON_EUNAVAIL;
+    struct server_call *c = calls_new(s, CALL_READ, done, ctx, NULL);
+    if (!c)
+        return BATON_EBUSY;
+    dlist_push(&s->reads_next, &c->in_round);
+    if (call_out)
+        *call_out = c;
+    /* The round starts when this turn of the loop ends, so reads arriving together share it. */
+    if (!s->processing)
+        server_process(s);
+    return 0;
+}
+
+void server_tick(struct server *s)
+{
+    if (s->failed)
+        return;
+    raft_tick(s->raft);
+    calls_expire(s, now_ms(s));
+    if (s->was_leader) {
+        /* Expired leases are revoked through Raft, at most a bounded number per tick. */
+        int64_t ids[64];
+        size_t n = 0;
+        mvcc_lease_expired(s->store, now_ms(s), ids, BATON_ARRAY_LEN(ids), &n);
+        for (size_t i = 0; i < n; i++) {
+            struct request q = {.type = REQ_LEASE_REVOKE};
+            q.u.lease_revoke = ids[i];
+            buf_clear(&s->frame);
+            if (request_encode(&q, &s->frame) == 0)
+                raft_propose(s->raft, s->frame.data, s->frame.len, NULL);
+        }
+    }
+    server_process(s);
+}
+
+/* After start, the member publishes its name and client URLs through the log (as etcd does),
+ * and the first leader of a new cluster records the initial members' peer URLs. */
+static void publish_self(struct server *s)
+{
+    if (s->leader == s->o.member_id && !s->o.join) {
+        for (int i = 0; i < s->o.initial_len; i++) {
+            const struct server_peer_info *p = &s->initial[i];
+            bool known = false;
+            for (int m = 0; m < s->members_len; m++)
+                known |= s->members[m].id == p->id && s->members[m].peer_urls_len > 0;
+            if (known)
+                continue;
+            struct request q = {.type = REQ_MEMBER_ATTR};
+            q.u.member_attr.member_id = p->id;
+            q.u.member_attr.name = (struct mvcc_bytes){(const uint8_t *)p->name, strlen(p->name)};
+            q.u.member_attr.peer_urls[0] =
+                (struct mvcc_bytes){(const uint8_t *)p->peer_url, strlen(p->peer_url)};
+            q.u.member_attr.peer_urls_len = 1;
+            buf_clear(&s->frame);
+            if (request_encode(&q, &s->frame) == 0)
+                raft_propose(s->raft, s->frame.data, s->frame.len, NULL);
+        }
+    }
+    struct request q = {.type = REQ_MEMBER_ATTR};
+    q.u.member_attr.member_id = s->o.member_id;
+    q.u.member_attr.name = (struct mvcc_bytes){(const uint8_t *)s->name, strlen(s->name)};
+    for (int i = 0; i < s->client_urls_len; i++)
+        q.u.member_attr.client_urls[i] =
+            (struct mvcc_bytes){(const uint8_t *)s->client_urls[i], strlen(s->client_urls[i])};
+    q.u.member_attr.client_urls_len = (uint32_t)s->client_urls_len;
+    s->published = true;
+    buf_clear(&s->frame);
+    uint8_t kind = FRAME_FORWARD;
+    if (buf_append(&s->frame, &kind, 1) != 0 || request_encode(&q, &s->frame) != 0)
+        return;
+    if (s->leader == s->o.member_id)
+        raft_propose(s->raft, s->frame.data + 1, s->frame.len - 1, NULL);
+    else
+        send_frame(s, s->leader, false);
+}
+
+/* ---- Opening -----------------------------------------------------------------------------------
+ */
+
+struct restore_ctx {
+    struct raft_entry *entries;
+    size_t len, cap;
+    struct arena *a;
+};
+
+static int collect_entry(void *ctx, const struct wal_entry *e)
+{
+    struct restore_ctx *r = ctx;
+    if (r->len == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 1024;
+        struct raft_entry *n = realloc(r->entries, cap * sizeof(*n));
+        if (!n)
+            return BATON_ENOMEM;
+        r->entries = n;
+        r->cap = cap;
+    }
+    const uint8_t *data = e->len ? arena_dup(r->a, e->data, e->len) : NULL;
+    if (e->len && !data)
+        return BATON_ENOMEM;
+    r->entries[r->len++] =
+        (struct raft_entry){e->term, e->index, (uint8_t)e->type, (uint32_t)e->len, data};
+    return 0;
+}
+
+/* Restores Raft from the WAL (the log and hard state) and LMDB (applied state). Entries at or
+ * below LMDB's applied index are given to Raft too and skipped when re-applied. */
+static int restore(struct server *s, char *err, size_t err_len)
+{
+    struct wal_state ws;
+    wal_state_get(s->wal, &ws);
+    s->applied = mvcc_applied_index(s->store);
+    bool empty = ws.last_index == 0 && ws.hs.term == 0 && s->applied == 0;
+    if (empty) {
+        if (s->o.join)
+            return 0; /* the leader will contact us */
+        struct raft_config conf = {0};
+        for (int i = 0; i < s->o.initial_len && i < RAFT_CONFIG_MAX; i++)
+            conf.voters[conf.voters_len++] = s->initial[i].id;
+        return raft_bootstrap(s->raft, &conf);
+    }
+    if (s->applied > ws.last_index) {
+        snprintf(err, err_len,
+                 "%s: store applied index %llu is beyond the write-ahead log's last index %llu",
+                 s->dir.member, (unsigned long long)s->applied, (unsigned long long)ws.last_index);
+        return BATON_ECORRUPT;
+    }
+    if (ws.first_index > 1 || ws.snap.index > 0) {
+        snprintf(err, err_len,
+                 "%s: write-ahead log starts at %llu: log compaction is not "
+                 "supported by this version",
+                 s->dir.wal, (unsigned long long)ws.first_index);
+        return BATON_ECORRUPT;
+    }
+    struct arena a;
+    arena_init(&a, 1 << 20);
+    struct restore_ctx r = {.a = &a};
+    int rc = wal_read_entries(s->wal, ws.first_index, ws.last_index, collect_entry, &r);
+    struct raft_hard_state hs = {ws.hs.term, ws.hs.vote, ws.hs.commit};
+    if (hs.commit < s->applied)
+        hs.commit = s->applied; /* applied implies committed */
+    if (!rc)
+        rc = raft_restore(s->raft, &hs, NULL, r.entries, r.len);
+    if (rc && !err[0])
+        snprintf(err, err_len, "%s: cannot restore the raft log: %s", s->dir.wal,
+                 baton_strerror(rc));
+    free(r.entries);
+    arena_free(&a);
+    return rc;
+}
+
+static void copy_options(struct server *s, const struct server_options *o)
+{
+    s->o = *o;
+    snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "default");
+    s->o.name = s->name;
+    s->dir = *o->dir;
+    s->o.dir = &s->dir;
+    s->o.initial_len = BATON_MIN(o->initial_len, SERVER_PEERS_MAX);
+    memcpy(s->initial, o->initial, sizeof(s->initial[0]) * (size_t)s->o.initial_len);
+    s->o.initial = s->initial;
+    s->client_urls_len = BATON_MIN(o->client_urls_len, 8);
+    for (int i = 0; i < s->client_urls_len; i++)
+        snprintf(s->client_urls[i], sizeof(s->client_urls[i]), "%s", o->client_urls[i]);
+    s->o.client_urls = NULL;
+    if (!s->o.request_timeout_ms)
+        s->o.request_timeout_ms = 5000 + 2 * o->election_ticks * o->tick_ms;
+}
+
+int server_open(const struct server_options *o, struct server **out, char *err, size_t err_len)
+{
+    err[0] = 0;
+    struct server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return BATON_ENOMEM;
+    copy_options(s, o);
+    dlist_init(&s->calls);
+    dlist_init(&s->reads_next);
+    arena_init(&s->scratch, 64 * 1024);
+    s->next_req_id = o->env.now_ms(o->env.ctx) << 8;
+    prng_seed(&s->rng, o->seed ^ o->member_id);
+
+    struct mvcc_config mc;
+    mvcc_config_default(&mc);
+    mc.path = s->dir.db;
+    if (o->quota_bytes)
+        mc.quota_bytes = o->quota_bytes;
+    if (o->max_txn_ops)
+        mc.max_txn_ops = o->max_txn_ops;
+    mc.log = o->log;
+    int rc = mvcc_open(&mc, &s->store, err, err_len);
+    if (rc)
+        goto fail;
+    struct wal_options wo = {
+        .dir = s->dir.wal, .log = o->log, .notify = o->env.wake, .notify_ctx = o->env.ctx};
+    rc = wal_open(&wo, &s->wal, err, err_len);
+    if (rc)
+        goto fail;
+    struct raft_options ro = {0};
+    raft_options_default(&ro);
+    ro.id = o->member_id;
+    ro.election_ticks = o->election_ticks;
+    ro.heartbeat_ticks = 1;
+    ro.pre_vote = true;
+    ro.check_quorum = true;
+    ro.rng = &s->rng;
+    ro.log = o->log;
+    rc = raft_create(&ro, &s->raft);
+    if (rc) {
+        snprintf(err, err_len, "cannot create raft: %s", baton_strerror(rc));
+        goto fail;
+    }
+    rc = members_load(s);
+    if (rc) {
+        snprintf(err, err_len, "%s: member table is corrupt", s->dir.db);
+        goto fail;
+    }
+    rc = restore(s, err, err_len);
+    if (rc)
+        goto fail;
+    /* The transport learns every peer: from the flags, then from the member table. */
+    for (int i = 0; i < s->o.initial_len; i++)
+        if (s->initial[i].id != o->member_id)
+            o->env.peer_set(o->env.ctx, s->initial[i].id, s->initial[i].peer_url, false);
+    for (int i = 0; i < s->members_len; i++)
+        if (s->members[i].id != o->member_id && s->members[i].peer_urls_len)
+            o->env.peer_set(o->env.ctx, s->members[i].id, s->members[i].peer_urls[0], false);
+    *out = s;
+    server_process(s);
+    return 0;
+fail:
+    if (!err[0])
+        snprintf(err, err_len, "%s: %s", s->dir.root, baton_strerror(rc));
+    server_close(s);
+    return rc;
+}
+
+void server_close(struct server *s)
+{
+    if (!s)
+        return;
+    calls_fail_all(s, BATON_ECLOSED);
+    if (s->wal)
+        wal_close(s->wal);
+    if (s->store)
+        mvcc_close(s->store);
+    if (s->raft)
+        raft_destroy(s->raft);
+    free(s->wal_entries);
+    free(s->completions);
+    buf_free(&s->frame);
+    arena_free(&s->scratch);
+    free(s);
+}
+
+/* ---- Inspection --------------------------------------------------------------------------------
+ */
+
+struct mvcc_store *server_store(struct server *s)
+{
+    return s->store;
+}
+
+const struct server_member *server_members(struct server *s, int *len)
+{
+    *len = s->members_len;
+    return s->members;
+}
+
+bool server_member_is_learner(struct server *s, uint64_t id)
+{
+    struct raft_status st;
+    raft_status(s->raft, &st);
+    return raft_config_is_learner(&st.config, id);
+}
+
+void server_status(struct server *s, struct server_status *out)
+{
+    struct raft_status st;
+    raft_status(s->raft, &st);
+    memset(out, 0, sizeof(*out));
+    out->member_id = s->o.member_id;
+    out->cluster_id = s->o.cluster_id;
+    out->leader = st.leader;
+    out->term = st.term;
+    out->commit = st.commit;
+    out->applied = s->applied;
+    out->raft_index = st.last_index;
+    out->is_leader = st.role == RAFT_LEADER;
+    out->is_learner = raft_config_is_learner(&st.config, s->o.member_id);
+    out->revision = mvcc_rev(s->store);
+    mvcc_db_size(s->store, &out->db_size_in_use, &out->db_size);
+}

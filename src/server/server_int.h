@@ -1,0 +1,154 @@
+/* Internal state of a member (server.c, calls.c, apply.c). */
+#ifndef BATON_SERVER_INT_H
+#define BATON_SERVER_INT_H
+
+#include "mvcc/mvcc.h"
+#include "raft/raft.h"
+#include "server/request.h"
+#include "server/server.h"
+#include "wal/wal.h"
+
+#define SERVER_CALLS_MAX    65536 /* pending proposals and reads */
+#define SERVER_CALL_BUCKETS 4096
+#define SERVER_READ_ROUNDS  1024 /* ReadIndex rounds in flight */
+#define SERVER_PEERS_MAX    64
+
+/* Peer frame kinds: the first byte of every frame between members. */
+enum peer_frame {
+    FRAME_RAFT = 1,    /* raft_msg_encode bytes */
+    FRAME_FORWARD = 2, /* a proposal (request_encode bytes) for the leader */
+};
+
+struct dlist {
+    struct dlist *prev, *next;
+};
+
+#define DLIST_ENTRY(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+
+static inline void dlist_init(struct dlist *l)
+{
+    l->prev = l->next = l;
+}
+static inline bool dlist_empty(const struct dlist *l)
+{
+    return l->next == l;
+}
+static inline void dlist_push(struct dlist *l, struct dlist *n)
+{
+    n->prev = l->prev;
+    n->next = l;
+    l->prev->next = n;
+    l->prev = n;
+}
+static inline void dlist_remove(struct dlist *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->prev = n->next = n;
+}
+
+enum call_kind { CALL_PROPOSAL, CALL_READ };
+
+struct read_round;
+
+struct server_call {
+    struct server *s;
+    enum call_kind kind;
+    uint64_t req_id; /* proposals */
+    uint64_t index;  /* proposals: raft index when proposed here (0: forwarded) */
+    uint64_t deadline_ms;
+    server_done_fn done;
+    void *ctx;
+    struct arena *arena;
+    struct dlist by_deadline;  /* s->calls (ordered by deadline: timeouts are uniform) */
+    struct dlist in_round;     /* reads: the round's list */
+    struct server_call *hnext; /* proposals: hash bucket */
+    struct read_round *round;
+    bool applied; /* its entry applied; the completion is queued (no second match) */
+};
+
+/* One ReadIndex round: every read queued since the previous round. */
+struct read_round {
+    uint64_t ctx;   /* raft_read_index context; 0: slot free */
+    uint64_t index; /* confirmed read index; 0 while unconfirmed */
+    struct dlist calls;
+};
+
+/* A completion collected while applying, delivered after the LMDB commit. */
+struct completion {
+    struct server_call *call;
+    int err;
+    struct server_result res;
+};
+
+struct server {
+    struct server_options o;
+    char name[128];
+    struct server_datadir dir;
+    struct server_peer_info initial[SERVER_PEERS_MAX];
+    char client_urls[8][256];
+    int client_urls_len;
+
+    struct prng rng;
+    struct raft *raft;
+    struct wal *wal;
+    struct mvcc_store *store;
+
+    uint64_t persist_seq; /* WAL seq of the persist batch in flight (0: none) */
+    struct wal_entry *wal_entries;
+    size_t wal_entries_cap;
+
+    struct server_member members[SERVER_PEERS_MAX];
+    int members_len;
+
+    uint64_t leader, term;
+    bool was_leader;
+    bool published; /* this member's attributes were proposed */
+    uint64_t applied;
+    uint64_t last_compact_index;
+    bool failed;
+
+    uint64_t next_req_id;
+    struct server_call *buckets[SERVER_CALL_BUCKETS];
+    struct dlist calls; /* every pending call, oldest deadline first */
+    size_t calls_len;
+    struct dlist reads_next; /* reads waiting for the next round */
+    struct read_round rounds[SERVER_READ_ROUNDS];
+    uint64_t read_ctx_seq;
+
+    struct completion *completions;
+    size_t completions_len, completions_cap;
+
+    struct arena scratch;                   /* per-ready scratch (decoding, unwaited results) */
+    struct buf frame;                       /* encoding buffer for outgoing frames */
+    uint64_t unreachable[SERVER_PEERS_MAX]; /* failed sends, reported after the ready */
+    int unreachable_len;
+    int processing; /* re-entrancy guard for process() */
+    bool again;
+};
+
+/* calls.c */
+struct server_call *calls_new(struct server *s, enum call_kind kind, server_done_fn done, void *ctx,
+                              struct arena *a);
+void calls_finish(struct server_call *c, int err, const struct server_result *res);
+struct server_call *calls_find(struct server *s, uint64_t req_id);
+void calls_index(struct server *s, struct server_call *c);
+void calls_expire(struct server *s, uint64_t now_ms);
+void calls_fail_all(struct server *s, int err);
+void reads_start_round(struct server *s);
+void reads_confirmed(struct server *s, uint64_t ctx, uint64_t index);
+void reads_applied(struct server *s);
+void reads_fail_unconfirmed(struct server *s, int err);
+
+/* apply.c */
+int apply_entries(struct server *s, const struct raft_entry *e, size_t n);
+int apply_restore_config(struct server *s, struct raft_config *conf, uint64_t *index);
+int members_load(struct server *s);
+int members_encode(const struct server *s, struct buf *b);
+int members_decode(struct server *s, const uint8_t *p, size_t len);
+
+/* server.c */
+void server_process(struct server *s);
+void server_fail(struct server *s, int err, const char *what);
+
+#endif
