@@ -194,6 +194,7 @@ struct rpc_server_config {
     size_t metadata_max;           /* metadata pairs kept per call; default 64 */
     size_t stream_out_max_bytes;   /* buffered response bytes per call; default 4 MiB */
     size_t conn_out_max_bytes;     /* buffered response bytes per connection; default 16 MiB */
+    size_t conn_in_max_bytes;      /* partial request messages held per connection; 32 MiB */
     uint32_t streams_max;          /* SETTINGS_MAX_CONCURRENT_STREAMS, enforced; default 256 */
     uint32_t window_bytes;         /* initial stream window; default 1 MiB */
     uint32_t handshake_timeout_ms; /* preface + SETTINGS must arrive within; default 5000 */

@@ -23,8 +23,8 @@ int rpc_outq_frame(struct rpc_outq *q, const ProtobufCMessage *msg, const void *
 size_t rpc_outq_take(struct rpc_outq *q, uint8_t *dst, size_t len);
 void rpc_outq_free(struct rpc_outq *q);
 
-/* Reassembles length-prefixed gRPC messages from DATA chunks. The message buffer grows only
- * to the announced length, which is checked against max_bytes before anything is buffered. */
+/* Reassembles length-prefixed gRPC messages from DATA chunks. The announced length is checked
+ * against max_bytes first; the buffer then grows with the bytes that actually arrive. */
 struct rpc_deframer {
     uint8_t hdr[RPC_FRAME_HEADER];
     size_t hdr_len;
@@ -48,6 +48,11 @@ static inline bool rpc_deframer_idle(const struct rpc_deframer *d)
     return d->hdr_len == 0;
 }
 void rpc_deframer_free(struct rpc_deframer *d);
+/* Bytes of a partial message held (0 between messages). */
+static inline size_t rpc_deframer_buffered(const struct rpc_deframer *d)
+{
+    return d->hdr_len + (d->hdr_len == RPC_FRAME_HEADER ? d->msg.len : 0);
+}
 
 /* grpc-message encoding: percent-encodes bytes outside 0x20..0x7e and '%'. */
 int rpc_percent_encode(struct buf *out, const char *s);

@@ -63,6 +63,7 @@ struct rpc_conn {
     struct rpc_call *calls;
     size_t calls_len;
     size_t out_pending; /* response bytes buffered over all calls */
+    size_t in_buffered; /* partial request messages held over all calls */
     uint64_t created_ms, last_recv_ms, last_active_ms, ping_sent_ms, reset_ms;
     uint64_t reset_tokens_milli;
     bool got_settings, ping_outstanding, fatal, shutting_down;
@@ -87,6 +88,7 @@ void rpc_server_config_default(struct rpc_server_config *cfg)
         .metadata_max = 64,
         .stream_out_max_bytes = 4 << 20,
         .conn_out_max_bytes = 16 << 20,
+        .conn_in_max_bytes = 32 << 20,
         .streams_max = 256,
         .window_bytes = 1 << 20,
         .handshake_timeout_ms = 5000,
@@ -101,8 +103,8 @@ void rpc_server_config_default(struct rpc_server_config *cfg)
 int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **out)
 {
     if (!cfg->recv_msg_max_bytes || !cfg->stream_out_max_bytes || !cfg->conn_out_max_bytes ||
-        !cfg->streams_max || !cfg->header_max_bytes || cfg->window_bytes < 65535 ||
-        cfg->window_bytes > (1u << 31) - 1 || !cfg->resets_burst)
+        !cfg->conn_in_max_bytes || !cfg->streams_max || !cfg->header_max_bytes ||
+        cfg->window_bytes < 65535 || cfg->window_bytes > (1u << 31) - 1 || !cfg->resets_burst)
         return BATON_EINVAL;
     struct rpc_server *s = calloc(1, sizeof(*s));
     if (!s)
@@ -236,6 +238,8 @@ static void call_abort(struct rpc_call *call, int code, const char *message)
     call->owned = false;
     call->conn->out_pending -= rpc_outq_pending(&call->out);
     rpc_outq_free(&call->out);
+    call->conn->in_buffered -= rpc_deframer_buffered(&call->in);
+    rpc_deframer_free(&call->in);
     call_end(call, code, message);
     if (owned && call->method->on_cancel)
         call->method->on_cancel(call, code, call->method->ctx);
@@ -532,7 +536,20 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id, 
     while (len > 0 && !call->finished) {
         const uint8_t *msg;
         size_t msg_len = 0;
-        switch (rpc_deframe(&call->in, &data, &len, c->cfg->recv_msg_max_bytes, &msg, &msg_len)) {
+        size_t before = rpc_deframer_buffered(&call->in);
+        if (c->in_buffered - before + BATON_MIN(before + len, c->cfg->recv_msg_max_bytes) >
+            c->cfg->conn_in_max_bytes) {
+            /* Many calls each holding part of a large message: refuse this one rather than
+             * let one connection pin streams_max times the message bound. */
+            call_abortf(call, GRPC_RESOURCE_EXHAUSTED,
+                        "grpc: connection holds more than %zu bytes of partial requests",
+                        c->cfg->conn_in_max_bytes);
+            break;
+        }
+        enum rpc_deframe_result res =
+            rpc_deframe(&call->in, &data, &len, c->cfg->recv_msg_max_bytes, &msg, &msg_len);
+        c->in_buffered = c->in_buffered - before + rpc_deframer_buffered(&call->in);
+        switch (res) {
         case RPC_DEFRAME_MORE:
             return 0;
         case RPC_DEFRAME_MESSAGE:
@@ -584,6 +601,7 @@ static void call_free(struct rpc_call *call)
         call->next->prev = call->prev;
     c->calls_len--;
     c->out_pending -= rpc_outq_pending(&call->out);
+    c->in_buffered -= rpc_deframer_buffered(&call->in);
     rpc_outq_free(&call->out);
     rpc_deframer_free(&call->in);
     arena_free(&call->arena);

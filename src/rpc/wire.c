@@ -94,13 +94,14 @@ enum rpc_deframe_result rpc_deframe(struct rpc_deframer *d, const uint8_t **data
                 return RPC_DEFRAME_TOO_LARGE;
             }
             d->msg.len = 0;
-            if (buf_reserve(&d->msg, d->need))
-                return RPC_DEFRAME_NOMEM;
         }
+        /* The buffer grows with the bytes that arrived, never with the announced length alone:
+         * a peer announcing large messages and sending little costs us little. */
         size_t n = BATON_MIN(*len, d->need - d->msg.len);
         if (n) {
-            memcpy(d->msg.data + d->msg.len, *data, n);
-            d->msg.len += n, *data += n, *len -= n;
+            if (buf_append(&d->msg, *data, n))
+                return RPC_DEFRAME_NOMEM;
+            *data += n, *len -= n;
         }
         if (d->msg.len == d->need) {
             d->hdr_len = 0;

@@ -653,3 +653,116 @@ TEST(etcd_error_table)
     }
     CHECK_STR(grpc_code_name(GRPC_DEADLINE_EXCEEDED), "DEADLINE_EXCEEDED");
 }
+
+static void raw_server(struct rpc_server **srv, struct rpc_conn **conn,
+                       const struct rpc_server_config *cfg)
+{
+    struct rpc_server_config def;
+    if (!cfg) {
+        rpc_server_config_default(&def);
+        def.clock = fake_clock;
+        cfg = &def;
+    }
+    CHECK_OK(rpc_server_create(cfg, srv));
+    CHECK_OK(echo_register(*srv));
+    CHECK_OK(rpc_conn_create(*srv, NULL, NULL, conn));
+}
+
+TEST(compressed_flag_rejected)
+{
+    struct rpc_server *srv;
+    struct rpc_conn *conn;
+    raw_server(&srv, &conn, NULL);
+    struct raw_client r;
+    raw_open(&r, conn);
+    const uint8_t frame[] = {1, 0, 0, 0, 2, 0x0a, 0x00};
+    int a = raw_start(&r, ECHO("Unary"), "application/grpc", NULL, NULL, frame, 7, true);
+    int b =
+        raw_start(&r, ECHO("Unary"), "application/grpc", "grpc-encoding", "gzip", frame, 7, true);
+    raw_pump(&r);
+    CHECK_EQ(r.s[a].grpc_status, GRPC_INTERNAL);
+    CHECK_STR(r.s[a].grpc_message, "grpc: compressed flag set with identity or empty encoding");
+    CHECK_EQ(r.s[b].grpc_status, GRPC_UNIMPLEMENTED);
+    CHECK_STR(r.s[b].grpc_message,
+              "grpc: Decompressor is not installed for grpc-encoding \"gzip\"");
+    CHECK_EQ(echo_state.started, 0);
+    raw_close(&r);
+    rpc_conn_destroy(conn);
+    rpc_server_destroy(srv);
+}
+
+TEST(non_grpc_requests_get_http_errors)
+{
+    struct rpc_server *srv;
+    struct rpc_conn *conn;
+    raw_server(&srv, &conn, NULL);
+    struct raw_client r;
+    raw_open(&r, conn);
+    int a = raw_start(&r, ECHO("Unary"), "text/plain", NULL, NULL, "", 0, true);
+    int b = raw_start(&r, ECHO("Unary"), "application/grpcx", NULL, NULL, "", 0, true);
+    int c = raw_start(&r, ECHO("Unary"), "application/grpc+proto", NULL, NULL,
+                      "\x00\x00\x00\x00\x00", 5, true);
+    raw_pump(&r);
+    CHECK_EQ(r.s[a].http_status, 415);
+    CHECK_EQ(r.s[b].http_status, 415);
+    CHECK_EQ(r.s[c].http_status, 200);
+    CHECK_EQ(r.s[c].grpc_status, GRPC_OK);
+    raw_close(&r);
+    rpc_conn_destroy(conn);
+    rpc_server_destroy(srv);
+}
+
+TEST(request_ending_inside_a_message)
+{
+    struct rpc_server *srv;
+    struct rpc_conn *conn;
+    raw_server(&srv, &conn, NULL);
+    struct raw_client r;
+    raw_open(&r, conn);
+    int a = raw_start(&r, ECHO("Unary"), "application/grpc", NULL, NULL, "\x00\x00\x00\x00\x09xx",
+                      7, true);
+    int b = raw_start(&r, ECHO("Unary"), "application/grpc", NULL, NULL, "", 0, true);
+    raw_pump(&r);
+    CHECK_EQ(r.s[a].grpc_status, GRPC_INTERNAL);
+    CHECK_EQ(r.s[b].grpc_status, GRPC_UNIMPLEMENTED);
+    CHECK_EQ(echo_state.started, 0);
+    raw_close(&r);
+    rpc_conn_destroy(conn);
+    rpc_server_destroy(srv);
+}
+
+TEST(partial_requests_bounded_per_connection)
+{
+    struct rpc_server_config cfg;
+    rpc_server_config_default(&cfg);
+    cfg.clock = fake_clock;
+    cfg.conn_in_max_bytes = 1 << 20;
+    struct rpc_server *srv;
+    struct rpc_conn *conn;
+    raw_server(&srv, &conn, &cfg);
+    struct raw_client r;
+    raw_open(&r, conn);
+    /* Ten calls each announce a 1 MB message and send 300 KB of it, then stall. */
+    size_t part = 300 * 1024;
+    uint8_t *body = calloc(1, 5 + part);
+    body[2] = 0x10; /* length 0x00100000 = 1 MiB */
+    for (int i = 0; i < 10; i++)
+        raw_start(&r, ECHO("Unary"), "application/grpc", NULL, NULL, body, 5 + part, false);
+    raw_pump(&r);
+    free(body);
+    int refused = 0;
+    for (int i = 0; i < 10; i++) {
+        if (r.s[i].grpc_status == GRPC_RESOURCE_EXHAUSTED) {
+            CHECK_STR(r.s[i].grpc_message,
+                      "grpc: connection holds more than 1048576 bytes of partial requests");
+            refused++;
+        } else {
+            CHECK_EQ(r.s[i].grpc_status, -1); /* still waiting for the rest */
+        }
+    }
+    CHECK_GE(refused, 7);
+    CHECK_LE(refused, 8);
+    raw_close(&r);
+    rpc_conn_destroy(conn);
+    rpc_server_destroy(srv);
+}
