@@ -3,12 +3,11 @@
  * attempt and freed in its close callback, so a link can start a new connection while the old
  * handle is still closing. Links and peers live in a fixed array inside struct net_peers.
  */
-#include "net/net.h"
+#include "net/net_int.h"
 
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uv.h>
 
 #define HANDSHAKE_MAGIC "BATONPR1"
 #define HANDSHAKE_LEN   (8 + 8 + 8 + 8 + 1)
@@ -409,9 +408,10 @@ static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss)
     return 0;
 }
 
-int net_peers_start(struct uv_loop_s *loop, const struct net_peers_config *cfg,
+int net_peers_start(struct net_loop *nl, const struct net_peers_config *cfg,
                     const struct net_peer_handler *h, struct net_peers **out)
 {
+    uv_loop_t *loop = net_loop_uv(nl);
     if (!cfg->self_id)
         return BATON_EINVAL;
     struct net_peers *np = calloc(1, sizeof(*np));

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <uv.h>
 
 struct member {
     struct net_peers *np;
@@ -57,8 +56,8 @@ static void log_capture(void *ctx, enum log_level level, const char *line, size_
 }
 static struct log_sink sink = {log_capture, NULL, LOG_DEBUG};
 
-static void start(uv_loop_t *loop, struct member *m, uint64_t id, uint64_t cluster, uint16_t port,
-                  size_t queue_max)
+static void start(struct net_loop *loop, struct member *m, uint64_t id, uint64_t cluster,
+                  uint16_t port, size_t queue_max)
 {
     memset(m, 0, sizeof(*m));
     m->id = id;
@@ -75,25 +74,24 @@ static void start(uv_loop_t *loop, struct member *m, uint64_t id, uint64_t clust
     CHECK_OK(net_peers_start(loop, &cfg, &h, &m->np));
 }
 
-static void stop(uv_loop_t *loop, struct member *m);
-
-static void tick(uv_timer_t *t)
-{
-}
+static void stop(struct net_loop *loop, struct member *m);
 
 /* Runs the loop until cond(ctx) or about max_ms of wall time. */
-static bool run_until(uv_loop_t *loop, bool (*cond)(void *), void *ctx, int max_ms)
+static bool run_until(struct net_loop *loop, bool (*cond)(void *), void *ctx, int max_ms)
 {
-    uv_timer_t t;
-    uv_timer_init(loop, &t);
-    uv_timer_start(&t, tick, 2, 2);
-    uint64_t start_ms = uv_now(loop);
-    bool ok = false;
-    while (!(ok = cond(ctx)) && uv_now(loop) - start_ms < (uint64_t)max_ms)
-        uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return ok;
+    return net_loop_run_until(loop, cond, ctx, (uint32_t)max_ms) == 0;
+}
+
+static bool once(void *ctx)
+{
+    return (*(int *)ctx)++ > 0;
+}
+
+/* One turn of the loop without waiting for a condition. */
+static void turn(struct net_loop *loop)
+{
+    int n = 0;
+    net_loop_run_until(loop, once, &n, 50);
 }
 
 static bool is_stopped(void *ctx)
@@ -101,7 +99,7 @@ static bool is_stopped(void *ctx)
     return ((struct member *)ctx)->stopped;
 }
 
-static void stop(uv_loop_t *loop, struct member *m)
+static void stop(struct net_loop *loop, struct member *m)
 {
     net_peers_stop(m->np, on_stopped, m);
     CHECK(run_until(loop, is_stopped, m, 5000));
@@ -149,98 +147,98 @@ static bool down_reported(void *ctx)
 
 TEST(frames_flow_in_order_on_both_channels)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
+    struct net_loop *loop;
+    CHECK_OK(net_loop_create(NULL, &loop));
     struct member a, b;
-    start(&loop, &a, 1, 7, 0, 0);
-    start(&loop, &b, 2, 7, 0, 0);
+    start(loop, &a, 1, 7, 0, 0);
+    start(loop, &b, 2, 7, 0, 0);
     CHECK_OK(net_peers_add(a.np, 2, "127.0.0.1", net_peers_port(b.np)));
     CHECK_OK(net_peers_add(b.np, 1, "127.0.0.1", net_peers_port(a.np)));
     struct pair p = {&a, &b};
-    CHECK(run_until(&loop, both_connected, &p, 5000));
+    CHECK(run_until(loop, both_connected, &p, 5000));
     uint64_t n[2] = {0, 0};
     for (int i = 0; i < 3000; i++) {
         int ch = i % 3 == 0;
         CHECK_OK(send_frame(&a, 2, ch, n[ch]++, 9 + (size_t)(i * 37) % 4000));
         if (i % 100 == 0)
-            uv_run(&loop, UV_RUN_NOWAIT);
+            turn(loop);
     }
     struct want w = {&b, n[0], n[1]};
-    CHECK(run_until(&loop, received_all, &w, 10000));
+    CHECK(run_until(loop, received_all, &w, 10000));
     CHECK_EQ(b.received[0], n[0]);
     CHECK_EQ(b.received[1], n[1]);
     CHECK_EQ(net_peers_send(a.np, 9, NET_CHANNEL_MSG, "x", 1), BATON_ENOTFOUND);
-    stop(&loop, &a);
-    stop(&loop, &b);
-    CHECK_EQ(uv_loop_close(&loop), 0);
+    stop(loop, &a);
+    stop(loop, &b);
+    net_loop_destroy(loop);
 }
 
 TEST(peer_exit_is_reported_once_and_links_reconnect)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
+    struct net_loop *loop;
+    CHECK_OK(net_loop_create(NULL, &loop));
     struct member a, b;
-    start(&loop, &a, 1, 7, 0, 0);
-    start(&loop, &b, 2, 7, 0, 0);
+    start(loop, &a, 1, 7, 0, 0);
+    start(loop, &b, 2, 7, 0, 0);
     uint16_t b_port = net_peers_port(b.np);
     CHECK_OK(net_peers_add(a.np, 2, "127.0.0.1", b_port));
     CHECK_OK(net_peers_add(b.np, 1, "127.0.0.1", net_peers_port(a.np)));
     struct pair p = {&a, &b};
-    CHECK(run_until(&loop, both_connected, &p, 5000));
+    CHECK(run_until(loop, both_connected, &p, 5000));
     /* b's process "exits": its sockets close; a hears EOF and reports b down. */
-    stop(&loop, &b);
+    stop(loop, &b);
     struct down a_sees_b = {&a, 2}, b_sees_a = {&b, 1};
-    CHECK(run_until(&loop, down_reported, &a_sees_b, 5000));
+    CHECK(run_until(loop, down_reported, &a_sees_b, 5000));
     /* Refused reconnects during the outage do not report again. */
-    run_until(&loop, is_stopped, &a, 200);
+    run_until(loop, is_stopped, &a, 200);
     CHECK_EQ(a.down_reports[2], 1);
     CHECK_EQ(send_frame(&a, 2, 0, 0, 20), BATON_EUNAVAIL);
     /* b comes back on the same port: a's links reconnect by themselves. */
-    start(&loop, &b, 2, 7, b_port, 0);
+    start(loop, &b, 2, 7, b_port, 0);
     CHECK_OK(net_peers_add(b.np, 1, "127.0.0.1", net_peers_port(a.np)));
-    CHECK(run_until(&loop, both_connected, &p, 5000));
+    CHECK(run_until(loop, both_connected, &p, 5000));
     CHECK_OK(send_frame(&a, 2, 0, 0, 100));
     struct want w = {&b, 1, 0};
-    CHECK(run_until(&loop, received_all, &w, 5000));
-    stop(&loop, &a);
-    CHECK(run_until(&loop, down_reported, &b_sees_a, 5000));
+    CHECK(run_until(loop, received_all, &w, 5000));
+    stop(loop, &a);
+    CHECK(run_until(loop, down_reported, &b_sees_a, 5000));
     CHECK_EQ(b.down_reports[1], 1);
-    stop(&loop, &b);
-    CHECK_EQ(uv_loop_close(&loop), 0);
+    stop(loop, &b);
+    net_loop_destroy(loop);
 }
 
 TEST(handshake_from_another_cluster_is_refused)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
+    struct net_loop *loop;
+    CHECK_OK(net_loop_create(NULL, &loop));
     struct member a, c;
     log_text[0] = 0;
-    start(&loop, &a, 1, 7, 0, 0);
-    start(&loop, &c, 2, 999, 0, 0);
+    start(loop, &a, 1, 7, 0, 0);
+    start(loop, &c, 2, 999, 0, 0);
     CHECK_OK(net_peers_add(a.np, 2, "127.0.0.1", net_peers_port(c.np)));
     CHECK_OK(net_peers_add(c.np, 1, "127.0.0.1", net_peers_port(a.np)));
-    run_until(&loop, is_stopped, &a, 300);
+    run_until(loop, is_stopped, &a, 300);
     send_frame(&c, 1, 0, 0, 30);
-    run_until(&loop, is_stopped, &a, 200);
+    run_until(loop, is_stopped, &a, 200);
     CHECK_EQ(a.received[0], 0);
     CHECK(strstr(log_text, "cluster id mismatch") != NULL);
-    stop(&loop, &a);
-    stop(&loop, &c);
-    CHECK_EQ(uv_loop_close(&loop), 0);
+    stop(loop, &a);
+    stop(loop, &c);
+    net_loop_destroy(loop);
 }
 
 TEST(queue_bound_and_oversized_frames)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
+    struct net_loop *loop;
+    CHECK_OK(net_loop_create(NULL, &loop));
     struct member a, b;
     log_text[0] = 0;
-    start(&loop, &a, 1, 7, 0, 8192);
-    start(&loop, &b, 2, 7, 0, 0);
+    start(loop, &a, 1, 7, 0, 8192);
+    start(loop, &b, 2, 7, 0, 0);
     CHECK_OK(net_peers_add(a.np, 2, "127.0.0.1", net_peers_port(b.np)));
     CHECK_OK(net_peers_add(b.np, 1, "127.0.0.1", net_peers_port(a.np)));
     struct pair p = {&a, &b};
-    CHECK(run_until(&loop, both_connected, &p, 5000));
+    CHECK(run_until(loop, both_connected, &p, 5000));
     /* Without running the loop the queue only grows: past 8 KiB sends are refused. */
     int rc = 0, sent = 0;
     for (int i = 0; i < 100 && rc == 0; i++)
@@ -251,7 +249,7 @@ TEST(queue_bound_and_oversized_frames)
     CHECK_LT(sent, 10);
     CHECK_EQ(net_peers_send(a.np, 2, NET_CHANNEL_MSG, log_text, 2 << 20), BATON_ETOOBIG);
     struct want w = {&b, (uint64_t)sent, 0};
-    CHECK(run_until(&loop, received_all, &w, 5000));
+    CHECK(run_until(loop, received_all, &w, 5000));
 
     /* A raw client with a valid handshake and an absurd frame length is cut off. */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -266,12 +264,12 @@ TEST(queue_bound_and_oversized_frames)
     hs[32] = 0;
     le32_put(hs + 33, 0x7fffffff);
     CHECK_EQ(write(fd, hs, sizeof(hs)), (ssize_t)sizeof(hs));
-    run_until(&loop, is_stopped, &b, 300);
+    run_until(loop, is_stopped, &b, 300);
     char x;
     CHECK_EQ(read(fd, &x, 1), 0); /* closed by b */
     close(fd);
     CHECK(strstr(log_text, "frame too large") != NULL);
-    stop(&loop, &a);
-    stop(&loop, &b);
-    CHECK_EQ(uv_loop_close(&loop), 0);
+    stop(loop, &a);
+    stop(loop, &b);
+    net_loop_destroy(loop);
 }

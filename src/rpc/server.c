@@ -1,0 +1,924 @@
+/*
+ * The gRPC server core: one nghttp2 server session per connection, driven through
+ * nghttp2_session_mem_recv / mem_send so it never touches a socket. It owns request dispatch by
+ * ":path", message framing and decoding, response headers / DATA / trailers, deadlines, output
+ * bounds with backpressure, and the connection-level defences (stream limit, rapid-reset budget,
+ * handshake timeout, keepalive, GOAWAY).
+ *
+ * A call lives from the request HEADERS until nghttp2 closes its stream. Within that, the
+ * handler "owns" it from dispatch (streaming) or from its one message (unary) until it calls
+ * rpc_call_finish or is told on_cancel; the struct itself is freed only in on_stream_close, so
+ * a handle the handler still holds is never dangling.
+ */
+#include "rpc/rpc_int.h"
+
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct rpc_server {
+    struct rpc_server_config cfg;
+    struct rpc_method *methods;
+    size_t methods_len, methods_cap;
+};
+
+struct rpc_md {
+    const char *name, *value;
+};
+
+struct rpc_call {
+    struct rpc_conn *conn;
+    struct rpc_call *prev, *next;
+    int32_t stream_id;
+    const struct rpc_method *method; /* set at dispatch */
+    struct arena arena;              /* lives with the call */
+    struct arena msg_arena;          /* streaming: one request message at a time */
+    const char *path, *http_method, *content_type, *timeout, *encoding;
+    struct rpc_md *md;
+    size_t md_len, md_cap, header_bytes;
+    bool header_overflow;
+    struct rpc_deframer in;
+    struct rpc_outq out;
+    uint64_t deadline_ms;
+    void *user;
+    ProtobufCMessage *unary_req;
+    uint32_t msgs_in;
+    char status[12];
+    const char *status_msg; /* percent-encoded, in arena */
+    bool owned;             /* the handler holds the handle */
+    bool finished;          /* trailers queued behind the pending output */
+    bool headers_sent;
+    bool deferred; /* the data provider is waiting for output */
+    bool blocked;  /* a send was refused; on_writable is due */
+    bool sent_one; /* unary response: its one message is queued */
+};
+
+struct rpc_conn {
+    struct rpc_server *srv;
+    const struct rpc_server_config *cfg;
+    nghttp2_session *h2;
+    rpc_notify_fn notify;
+    void *notify_ctx;
+    struct rpc_call *calls;
+    size_t calls_len;
+    size_t out_pending; /* response bytes buffered over all calls */
+    size_t in_buffered; /* partial request messages held over all calls */
+    uint64_t created_ms, last_recv_ms, last_active_ms, ping_sent_ms, reset_ms;
+    uint64_t reset_tokens_milli;
+    bool got_settings, ping_outstanding, fatal, shutting_down;
+};
+
+static uint64_t conn_now(const struct rpc_conn *c)
+{
+    return c->cfg->clock(c->cfg->clock_ctx);
+}
+
+static void conn_notify(struct rpc_conn *c)
+{
+    if (c->notify)
+        c->notify(c->notify_ctx);
+}
+
+void rpc_server_config_default(struct rpc_server_config *cfg)
+{
+    *cfg = (struct rpc_server_config){
+        .recv_msg_max_bytes = 3 * 512 * 1024,
+        .header_max_bytes = 64 * 1024,
+        .metadata_max = 64,
+        .stream_out_max_bytes = 4 << 20,
+        .conn_out_max_bytes = 16 << 20,
+        .conn_in_max_bytes = 32 << 20,
+        .streams_max = 256,
+        .window_bytes = 1 << 20,
+        .handshake_timeout_ms = 5000,
+        .idle_timeout_ms = 0,
+        .keepalive_ms = 2 * 3600 * 1000,
+        .keepalive_timeout_ms = 20 * 1000,
+        .resets_burst = 200,
+        .resets_per_sec = 50,
+    };
+}
+
+int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **out)
+{
+    if (!cfg->recv_msg_max_bytes || !cfg->stream_out_max_bytes || !cfg->conn_out_max_bytes ||
+        !cfg->conn_in_max_bytes || !cfg->streams_max || !cfg->header_max_bytes ||
+        cfg->window_bytes < 65535 || cfg->window_bytes > (1u << 31) - 1 || !cfg->resets_burst)
+        return BATON_EINVAL;
+    struct rpc_server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return BATON_ENOMEM;
+    s->cfg = *cfg;
+    if (!s->cfg.clock)
+        s->cfg.clock = rpc_clock_monotonic;
+    *out = s;
+    return 0;
+}
+
+int rpc_server_register(struct rpc_server *s, const struct rpc_method *m)
+{
+    if (!m->path || m->path[0] != '/' || !strchr(m->path + 1, '/') || !m->request || !m->on_message)
+        return BATON_EINVAL;
+    for (size_t i = 0; i < s->methods_len; i++)
+        if (strcmp(s->methods[i].path, m->path) == 0)
+            return BATON_EEXIST;
+    if (s->methods_len == s->methods_cap) {
+        size_t cap = s->methods_cap ? s->methods_cap * 2 : 16;
+        struct rpc_method *n = realloc(s->methods, cap * sizeof(*n));
+        if (!n)
+            return BATON_ENOMEM;
+        s->methods = n;
+        s->methods_cap = cap;
+    }
+    s->methods[s->methods_len++] = *m;
+    return 0;
+}
+
+void rpc_server_destroy(struct rpc_server *s)
+{
+    if (!s)
+        return;
+    free(s->methods);
+    free(s);
+}
+
+/* ---- Responses ---------------------------------------------------------------------------- */
+
+#define NV(n, v)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE             \
+    }
+
+static ssize_t call_data_read(nghttp2_session *h2, int32_t stream_id, uint8_t *dst, size_t len,
+                              uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    struct rpc_call *call = src->ptr;
+    size_t n = rpc_outq_take(&call->out, dst, len);
+    call->conn->out_pending -= n;
+    if (rpc_outq_pending(&call->out) == 0 && call->finished) {
+        nghttp2_nv trailers[] = {NV("grpc-status", call->status),
+                                 NV("grpc-message", call->status_msg)};
+        size_t ntrailers = call->status_msg[0] ? 2 : 1;
+        *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        if (nghttp2_submit_trailer(h2, stream_id, trailers, ntrailers) != 0)
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        call->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+/* Submits the response HEADERS with a data provider that drains call->out. */
+static int call_send_headers(struct rpc_call *call)
+{
+    nghttp2_nv hdrs[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+                         NV("grpc-accept-encoding", "identity")};
+    nghttp2_data_provider prd = {.source.ptr = call, .read_callback = call_data_read};
+    int rv =
+        nghttp2_submit_response(call->conn->h2, call->stream_id, hdrs, BATON_ARRAY_LEN(hdrs), &prd);
+    if (rv != 0)
+        return BATON_ENOMEM;
+    call->headers_sent = true;
+    return 0;
+}
+
+/* An HTTP-level refusal (not gRPC: wrong method or content type). */
+static void call_respond_http(struct rpc_call *call, const char *status)
+{
+    nghttp2_nv hdrs[] = {NV(":status", status)};
+    call->finished = true;
+    call->headers_sent = true;
+    nghttp2_submit_response(call->conn->h2, call->stream_id, hdrs, 1, NULL);
+}
+
+static void call_set_status(struct rpc_call *call, int code, const char *message)
+{
+    snprintf(call->status, sizeof(call->status), "%d", code);
+    struct buf enc = {0};
+    call->status_msg = "";
+    if (message && message[0] && rpc_percent_encode(&enc, message) == 0 &&
+        buf_append(&enc, "", 1) == 0) {
+        const char *m = arena_dup(&call->arena, enc.data, enc.len);
+        if (m)
+            call->status_msg = m;
+    }
+    buf_free(&enc);
+}
+
+/* Queues the status: after the pending output, or at once as a Trailers-Only response. */
+static void call_end(struct rpc_call *call, int code, const char *message)
+{
+    BATON_ASSERT(!call->finished);
+    struct rpc_conn *c = call->conn;
+    call->finished = true;
+    call_set_status(call, code, message);
+    if (!call->headers_sent) {
+        nghttp2_nv hdrs[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+                             NV("grpc-status", call->status), NV("grpc-message", call->status_msg)};
+        call->headers_sent = true;
+        nghttp2_submit_response(c->h2, call->stream_id, hdrs, call->status_msg[0] ? 4 : 3, NULL);
+    } else if (call->deferred) {
+        call->deferred = false;
+        nghttp2_session_resume_data(c->h2, call->stream_id);
+    }
+    conn_notify(c);
+}
+
+/* The core ends a call on its own (deadline, bad input): the queued output is dropped, and a
+ * handler holding the call learns through on_cancel. */
+static void call_abort(struct rpc_call *call, int code, const char *message)
+{
+    if (call->finished)
+        return;
+    bool owned = call->owned;
+    call->owned = false;
+    call->conn->out_pending -= rpc_outq_pending(&call->out);
+    rpc_outq_free(&call->out);
+    call->conn->in_buffered -= rpc_deframer_buffered(&call->in);
+    rpc_deframer_free(&call->in);
+    call_end(call, code, message);
+    if (owned && call->method->on_cancel)
+        call->method->on_cancel(call, code, call->method->ctx);
+}
+
+static void call_abortf(struct rpc_call *call, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void call_abortf(struct rpc_call *call, int code, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    call_abort(call, code, msg);
+}
+
+/* ---- Requests ----------------------------------------------------------------------------- */
+
+static const struct rpc_method *server_lookup(const struct rpc_server *s, const char *path)
+{
+    for (size_t i = 0; i < s->methods_len; i++)
+        if (strcmp(s->methods[i].path, path) == 0)
+            return &s->methods[i];
+    return NULL;
+}
+
+/* UNIMPLEMENTED with grpc-go's texts: "malformed method name", "unknown service", "unknown
+ * method ... for service ...". */
+static void call_unknown_method(struct rpc_call *call, const char *path)
+{
+    const struct rpc_server *s = call->conn->srv;
+    const char *slash = path[0] == '/' ? strrchr(path, '/') : NULL;
+    if (!slash || slash == path) {
+        call_abortf(call, GRPC_UNIMPLEMENTED, "malformed method name: \"%.200s\"", path);
+        return;
+    }
+    size_t svc_len = (size_t)(slash - path); /* "/pkg.Service" including the leading '/' */
+    for (size_t i = 0; i < s->methods_len; i++) {
+        if (strncmp(s->methods[i].path, path, svc_len + 1) == 0) {
+            call_abortf(call, GRPC_UNIMPLEMENTED, "unknown method %.100s for service %.*s",
+                        slash + 1, (int)BATON_MIN(svc_len - 1, 100), path + 1);
+            return;
+        }
+    }
+    call_abortf(call, GRPC_UNIMPLEMENTED, "unknown service %.*s", (int)BATON_MIN(svc_len - 1, 100),
+                path + 1);
+}
+
+static bool content_type_is_grpc(const char *ct)
+{
+    if (!ct || strncmp(ct, "application/grpc", 16) != 0)
+        return false;
+    return ct[16] == 0 || ct[16] == '+' || ct[16] == ';';
+}
+
+static void call_dispatch(struct rpc_call *call)
+{
+    struct rpc_conn *c = call->conn;
+    if (!call->http_method || strcmp(call->http_method, "POST") != 0) {
+        call_respond_http(call, "405");
+        return;
+    }
+    if (!content_type_is_grpc(call->content_type)) {
+        call_respond_http(call, "415");
+        return;
+    }
+    if (call->header_overflow) {
+        call_abortf(call, GRPC_RESOURCE_EXHAUSTED, "grpc: header list larger than max (%zu)",
+                    c->cfg->header_max_bytes);
+        return;
+    }
+    const char *path = call->path ? call->path : "";
+    const struct rpc_method *m = server_lookup(c->srv, path);
+    if (!m) {
+        call_unknown_method(call, path);
+        return;
+    }
+    if (call->timeout) {
+        uint64_t ms;
+        if (!rpc_timeout_parse(call->timeout, strlen(call->timeout), &ms)) {
+            call_abortf(call, GRPC_INTERNAL, "transport: malformed grpc-timeout: %.40s",
+                        call->timeout);
+            return;
+        }
+        call->deadline_ms = conn_now(c) + ms;
+    }
+    call->method = m;
+    c->last_active_ms = conn_now(c);
+    if (m->kind != RPC_UNARY) {
+        call->owned = true;
+        if (m->on_start)
+            m->on_start(call, m->ctx);
+    }
+}
+
+static void call_message(struct rpc_call *call, const uint8_t *data, size_t len)
+{
+    const struct rpc_method *m = call->method;
+    call->msgs_in++;
+    if (m->kind == RPC_UNARY || m->kind == RPC_SERVER_STREAMING) {
+        if (call->msgs_in > 1) {
+            call_abort(call, GRPC_UNIMPLEMENTED,
+                       "grpc: more than one request message for a call that takes one");
+            return;
+        }
+        call->unary_req = rpc_unpack(m->request, &call->arena, data, len);
+        if (!call->unary_req)
+            call_abort(call, GRPC_INVALID_ARGUMENT,
+                       "grpc: error unmarshalling request: invalid protobuf message");
+        return;
+    }
+    arena_reset(&call->msg_arena);
+    ProtobufCMessage *msg = rpc_unpack(m->request, &call->msg_arena, data, len);
+    if (!msg) {
+        call_abort(call, GRPC_INVALID_ARGUMENT,
+                   "grpc: error unmarshalling request: invalid protobuf message");
+        return;
+    }
+    m->on_message(call, msg, m->ctx);
+}
+
+/* The client sent END_STREAM: a unary request is complete now. */
+static void call_remote_end(struct rpc_call *call)
+{
+    if (!call->method || call->finished)
+        return;
+    const struct rpc_method *m = call->method;
+    if (!rpc_deframer_idle(&call->in)) {
+        call_abort(call, GRPC_INTERNAL, "grpc: request ended inside a message");
+        return;
+    }
+    if (m->kind == RPC_UNARY || m->kind == RPC_SERVER_STREAMING) {
+        if (!call->unary_req) {
+            call_abort(call, GRPC_UNIMPLEMENTED, "grpc: no request message");
+            return;
+        }
+        if (m->kind == RPC_UNARY)
+            call->owned = true;
+        m->on_message(call, call->unary_req, m->ctx);
+        return;
+    }
+    if (m->on_half_close)
+        m->on_half_close(call, m->ctx);
+}
+
+/* ---- nghttp2 callbacks -------------------------------------------------------------------- */
+
+static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
+{
+    struct rpc_conn *c = user;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    /* nghttp2 refuses streams past the advertised limit; this is the same bound kept by us in
+     * case the limit was lowered while a peer's SETTINGS ACK was in flight. */
+    if (c->calls_len >= c->cfg->streams_max || c->shutting_down) {
+        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                  NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
+    struct rpc_call *call = calloc(1, sizeof(*call));
+    if (!call)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    call->conn = c;
+    call->stream_id = frame->hd.stream_id;
+    arena_init(&call->arena, 1024);
+    arena_init(&call->msg_arena, 4096);
+    call->next = c->calls;
+    if (c->calls)
+        c->calls->prev = call;
+    c->calls = call;
+    c->calls_len++;
+    nghttp2_session_set_stream_user_data(h2, frame->hd.stream_id, call);
+    return 0;
+}
+
+static const char *arena_strndup(struct arena *a, const uint8_t *s, size_t len)
+{
+    char *p = arena_alloc(a, len + 1);
+    if (p) {
+        memcpy(p, s, len);
+        p[len] = 0;
+    }
+    return p;
+}
+
+static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    struct rpc_conn *c = user;
+    struct rpc_call *call = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+    if (!call || call->method || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* trailers from a client carry nothing gRPC needs */
+    call->header_bytes += namelen + valuelen + 32;
+    if (call->header_bytes > c->cfg->header_max_bytes) {
+        call->header_overflow = true;
+        return 0;
+    }
+    const char *v = arena_strndup(&call->arena, value, valuelen);
+    if (!v)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+#define IS(s) (namelen == sizeof(s) - 1 && memcmp(name, s, namelen) == 0)
+    if (IS(":path"))
+        call->path = v;
+    else if (IS(":method"))
+        call->http_method = v;
+    else if (IS("content-type"))
+        call->content_type = v;
+    else if (IS("grpc-timeout"))
+        call->timeout = v;
+    else if (IS("grpc-encoding"))
+        call->encoding = v;
+    else if (namelen > 0 && name[0] != ':' && call->md_len < c->cfg->metadata_max) {
+        if (call->md_len == call->md_cap) {
+            size_t cap = call->md_cap ? call->md_cap * 2 : 8;
+            struct rpc_md *n = arena_alloc(&call->arena, cap * sizeof(*n));
+            if (!n)
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+            if (call->md_len)
+                memcpy(n, call->md, call->md_len * sizeof(*n));
+            call->md = n;
+            call->md_cap = cap;
+        }
+        const char *k = arena_strndup(&call->arena, name, namelen);
+        if (!k)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        call->md[call->md_len++] = (struct rpc_md){k, v};
+    }
+#undef IS
+    return 0;
+}
+
+/* CVE-2023-44487: a token bucket over RST_STREAM frames from the client. */
+static void conn_count_reset(struct rpc_conn *c)
+{
+    uint64_t now = conn_now(c);
+    uint64_t cap = (uint64_t)c->cfg->resets_burst * 1000;
+    c->reset_tokens_milli += (now - c->reset_ms) * c->cfg->resets_per_sec;
+    if (c->reset_tokens_milli > cap)
+        c->reset_tokens_milli = cap;
+    c->reset_ms = now;
+    if (c->reset_tokens_milli >= 1000) {
+        c->reset_tokens_milli -= 1000;
+        return;
+    }
+    log_write(c->cfg->log, LOG_WARN, "msg=\"too many stream resets, closing\" conn=%p", (void *)c);
+    nghttp2_session_terminate_session(c->h2, NGHTTP2_ENHANCE_YOUR_CALM);
+}
+
+static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
+{
+    struct rpc_conn *c = user;
+    struct rpc_call *call;
+    switch (frame->hd.type) {
+    case NGHTTP2_SETTINGS:
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+            c->got_settings = true;
+        break;
+    case NGHTTP2_PING:
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+            c->ping_outstanding = false;
+        break;
+    case NGHTTP2_RST_STREAM:
+        conn_count_reset(c);
+        break;
+    case NGHTTP2_HEADERS:
+        call = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+        if (!call)
+            break;
+        if (frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+            call_dispatch(call);
+        if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+            call_remote_end(call);
+        break;
+    case NGHTTP2_DATA:
+        call = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+        if (call && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+            call_remote_end(call);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                         size_t len, void *user)
+{
+    struct rpc_conn *c = user;
+    struct rpc_call *call = nghttp2_session_get_stream_user_data(h2, stream_id);
+    if (!call || !call->method)
+        return 0;
+    while (len > 0 && !call->finished) {
+        const uint8_t *msg;
+        size_t msg_len = 0;
+        size_t before = rpc_deframer_buffered(&call->in);
+        if (c->in_buffered - before + BATON_MIN(before + len, c->cfg->recv_msg_max_bytes) >
+            c->cfg->conn_in_max_bytes) {
+            /* Many calls each holding part of a large message: refuse this one rather than
+             * let one connection pin streams_max times the message bound. */
+            call_abortf(call, GRPC_RESOURCE_EXHAUSTED,
+                        "grpc: connection holds more than %zu bytes of partial requests",
+                        c->cfg->conn_in_max_bytes);
+            break;
+        }
+        enum rpc_deframe_result res =
+            rpc_deframe(&call->in, &data, &len, c->cfg->recv_msg_max_bytes, &msg, &msg_len);
+        c->in_buffered = c->in_buffered - before + rpc_deframer_buffered(&call->in);
+        switch (res) {
+        case RPC_DEFRAME_MORE:
+            return 0;
+        case RPC_DEFRAME_MESSAGE:
+            call_message(call, msg, msg_len);
+            break;
+        case RPC_DEFRAME_TOO_LARGE:
+            call_abortf(call, GRPC_RESOURCE_EXHAUSTED,
+                        "grpc: received message larger than max (%zu vs. %zu)", msg_len,
+                        c->cfg->recv_msg_max_bytes);
+            break;
+        case RPC_DEFRAME_COMPRESSED:
+            if (call->encoding && strcmp(call->encoding, "identity") != 0)
+                call_abortf(call, GRPC_UNIMPLEMENTED,
+                            "grpc: Decompressor is not installed for grpc-encoding \"%.40s\"",
+                            call->encoding);
+            else
+                call_abort(call, GRPC_INTERNAL,
+                           "grpc: compressed flag set with identity or empty encoding");
+            break;
+        case RPC_DEFRAME_BAD_FLAG:
+            call_abort(call, GRPC_INTERNAL, "grpc: received unexpected payload format");
+            break;
+        case RPC_DEFRAME_NOMEM:
+            call_abort(call, GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+            break;
+        }
+    }
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
+{
+    /* Trailers went out while the client may still send: tell it to stop (gRPC over HTTP/2:
+     * RST_STREAM(NO_ERROR) after the status). */
+    if (frame->hd.type == NGHTTP2_HEADERS && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+        nghttp2_session_get_stream_remote_close(h2, frame->hd.stream_id) == 0)
+        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+    return 0;
+}
+
+static void call_free(struct rpc_call *call)
+{
+    struct rpc_conn *c = call->conn;
+    if (call->prev)
+        call->prev->next = call->next;
+    else
+        c->calls = call->next;
+    if (call->next)
+        call->next->prev = call->prev;
+    c->calls_len--;
+    c->out_pending -= rpc_outq_pending(&call->out);
+    c->in_buffered -= rpc_deframer_buffered(&call->in);
+    rpc_outq_free(&call->out);
+    rpc_deframer_free(&call->in);
+    arena_free(&call->arena);
+    arena_free(&call->msg_arena);
+    free(call);
+}
+
+/* The handler loses a call it holds when the stream goes away under it. */
+static void call_cancel(struct rpc_call *call, int code)
+{
+    if (!call->owned)
+        return;
+    call->owned = false;
+    call->finished = true;
+    if (call->method->on_cancel)
+        call->method->on_cancel(call, code, call->method->ctx);
+}
+
+static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t error_code, void *user)
+{
+    struct rpc_conn *c = user;
+    struct rpc_call *call = nghttp2_session_get_stream_user_data(h2, stream_id);
+    if (!call)
+        return 0;
+    call_cancel(call, GRPC_CANCELLED);
+    call_free(call);
+    if (c->calls_len == 0)
+        c->last_active_ms = conn_now(c);
+    return 0;
+}
+
+/* ---- Connection --------------------------------------------------------------------------- */
+
+int rpc_conn_create(struct rpc_server *srv, rpc_notify_fn notify, void *notify_ctx,
+                    struct rpc_conn **out)
+{
+    struct rpc_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return BATON_ENOMEM;
+    c->srv = srv;
+    c->cfg = &srv->cfg;
+    c->notify = notify;
+    c->notify_ctx = notify_ctx;
+    c->created_ms = c->last_recv_ms = c->last_active_ms = c->reset_ms = conn_now(c);
+    c->reset_tokens_milli = (uint64_t)c->cfg->resets_burst * 1000;
+
+    nghttp2_session_callbacks *cbs;
+    nghttp2_option *opt;
+    if (nghttp2_session_callbacks_new(&cbs) != 0) {
+        free(c);
+        return BATON_ENOMEM;
+    }
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        free(c);
+        return BATON_ENOMEM;
+    }
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    /* nghttp2's own reset limiter answers INTERNAL_ERROR; ours (ENHANCE_YOUR_CALM) trips first. */
+    nghttp2_option_set_stream_reset_rate_limit(opt, (uint64_t)c->cfg->resets_burst * 4,
+                                               (uint64_t)c->cfg->resets_per_sec * 4);
+    nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
+    int rv = nghttp2_session_server_new2(&c->h2, cbs, c, opt);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_option_del(opt);
+    if (rv != 0) {
+        free(c);
+        return BATON_ENOMEM;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->cfg->streams_max},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, c->cfg->window_bytes},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)c->cfg->header_max_bytes},
+    };
+    rv = nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, BATON_ARRAY_LEN(iv));
+    if (rv == 0) {
+        /* A connection window of a few streams' worth keeps large messages moving. */
+        int32_t conn_window = (int32_t)BATON_MIN((uint64_t)c->cfg->window_bytes * 4, 1u << 30);
+        rv = nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, conn_window);
+    }
+    if (rv != 0) {
+        nghttp2_session_del(c->h2);
+        free(c);
+        return BATON_ENOMEM;
+    }
+    *out = c;
+    return 0;
+}
+
+int rpc_conn_recv(struct rpc_conn *c, const void *data, size_t len)
+{
+    if (c->fatal)
+        return BATON_EPROTO;
+    c->last_recv_ms = conn_now(c);
+    c->ping_outstanding = false;
+    ssize_t n = nghttp2_session_mem_recv(c->h2, data, len);
+    if (n < 0) {
+        log_write(c->cfg->log, LOG_INFO, "msg=\"closing connection\" conn=%p err=\"%s\"", (void *)c,
+                  nghttp2_strerror((int)n));
+        c->fatal = true;
+        return BATON_EPROTO;
+    }
+    conn_notify(c);
+    return 0;
+}
+
+/* Tells handlers whose sends were refused that the output has drained to half the bounds. */
+static void conn_fire_writable(struct rpc_conn *c)
+{
+    if (c->out_pending > c->cfg->conn_out_max_bytes / 2)
+        return;
+    for (struct rpc_call *call = c->calls; call; call = call->next) {
+        if (!call->blocked || !call->owned || call->finished ||
+            rpc_outq_pending(&call->out) > c->cfg->stream_out_max_bytes / 2)
+            continue;
+        call->blocked = false;
+        if (call->method->on_writable)
+            call->method->on_writable(call, call->method->ctx);
+    }
+}
+
+int rpc_conn_send(struct rpc_conn *c, struct buf *out, size_t max_bytes)
+{
+    if (c->fatal)
+        return 0;
+    size_t start = out->len;
+    while (out->len - start < max_bytes) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+        if (n < 0) {
+            c->fatal = true;
+            return BATON_EPROTO;
+        }
+        if (n == 0)
+            break;
+        int rc = buf_append(out, data, (size_t)n);
+        if (rc)
+            return rc;
+    }
+    conn_fire_writable(c);
+    return 0;
+}
+
+void rpc_conn_tick(struct rpc_conn *c)
+{
+    const struct rpc_server_config *cfg = c->cfg;
+    uint64_t now = conn_now(c);
+    if (c->fatal)
+        return;
+    if (!c->got_settings && now - c->created_ms >= cfg->handshake_timeout_ms) {
+        log_write(cfg->log, LOG_INFO, "msg=\"no HTTP/2 handshake in time, closing\" conn=%p",
+                  (void *)c);
+        c->fatal = true;
+        conn_notify(c);
+        return;
+    }
+    for (struct rpc_call *call = c->calls; call; call = call->next)
+        if (call->method && !call->finished && call->deadline_ms && now >= call->deadline_ms)
+            call_abort(call, GRPC_DEADLINE_EXCEEDED, "context deadline exceeded");
+    if (cfg->idle_timeout_ms && c->calls_len == 0 && !c->shutting_down &&
+        now - c->last_active_ms >= cfg->idle_timeout_ms)
+        rpc_conn_shutdown(c);
+    if (c->ping_outstanding && now - c->ping_sent_ms >= cfg->keepalive_timeout_ms) {
+        log_write(cfg->log, LOG_INFO, "msg=\"keepalive ping unanswered, closing\" conn=%p",
+                  (void *)c);
+        c->fatal = true;
+        conn_notify(c);
+        return;
+    }
+    if (cfg->keepalive_ms && !c->ping_outstanding && now - c->last_recv_ms >= cfg->keepalive_ms) {
+        if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) == 0) {
+            c->ping_outstanding = true;
+            c->ping_sent_ms = now;
+            conn_notify(c);
+        }
+    }
+}
+
+void rpc_conn_shutdown(struct rpc_conn *c)
+{
+    if (c->shutting_down || c->fatal)
+        return;
+    c->shutting_down = true;
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    conn_notify(c);
+}
+
+bool rpc_conn_done(const struct rpc_conn *c)
+{
+    return c->fatal || (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2));
+}
+
+size_t rpc_conn_calls(const struct rpc_conn *c)
+{
+    return c->calls_len;
+}
+
+size_t rpc_conn_buffered_bytes(const struct rpc_conn *c)
+{
+    return c->out_pending;
+}
+
+void rpc_conn_destroy(struct rpc_conn *c)
+{
+    if (!c)
+        return;
+    /* Handlers first, while every call is still intact; then the session, whose teardown
+     * closes each stream (on_stream_close frees the calls). */
+    for (struct rpc_call *call = c->calls; call; call = call->next)
+        call_cancel(call, GRPC_CANCELLED);
+    while (c->calls) {
+        nghttp2_session_set_stream_user_data(c->h2, c->calls->stream_id, NULL);
+        call_free(c->calls);
+    }
+    nghttp2_session_del(c->h2);
+    free(c);
+}
+
+/* ---- Calls -------------------------------------------------------------------------------- */
+
+static int call_queue(struct rpc_call *call, const ProtobufCMessage *msg, const void *bytes,
+                      size_t len)
+{
+    BATON_ASSERT(call->owned && !call->finished);
+    struct rpc_conn *c = call->conn;
+    const struct rpc_method *m = call->method;
+    bool one_response = m->kind == RPC_UNARY || m->kind == RPC_CLIENT_STREAMING;
+    if (one_response && call->sent_one)
+        return BATON_ECLOSED;
+    if (rpc_outq_pending(&call->out) >= c->cfg->stream_out_max_bytes ||
+        c->out_pending >= c->cfg->conn_out_max_bytes) {
+        call->blocked = true;
+        return BATON_EBUSY;
+    }
+    size_t before = rpc_outq_pending(&call->out);
+    int rc = rpc_outq_frame(&call->out, msg, bytes, len);
+    if (rc)
+        return rc;
+    c->out_pending += rpc_outq_pending(&call->out) - before;
+    call->sent_one = true;
+    if (!call->headers_sent) {
+        rc = call_send_headers(call);
+        if (rc)
+            return rc;
+    } else if (call->deferred) {
+        call->deferred = false;
+        nghttp2_session_resume_data(c->h2, call->stream_id);
+    }
+    conn_notify(c);
+    return 0;
+}
+
+int rpc_call_send(struct rpc_call *call, const ProtobufCMessage *msg)
+{
+    return call_queue(call, msg, NULL, 0);
+}
+
+int rpc_call_send_bytes(struct rpc_call *call, const void *msg, size_t len)
+{
+    return call_queue(call, NULL, msg, len);
+}
+
+void rpc_call_finish(struct rpc_call *call, int code, const char *message)
+{
+    BATON_ASSERT(call->owned && !call->finished);
+    call->owned = false;
+    call_end(call, code, message);
+}
+
+void rpc_call_finish_err(struct rpc_call *call, int err)
+{
+    struct rpc_status st = rpc_status_from_err(err);
+    rpc_call_finish(call, st.code, st.message);
+}
+
+bool rpc_call_writable(const struct rpc_call *call)
+{
+    return !call->finished &&
+           rpc_outq_pending(&call->out) < call->conn->cfg->stream_out_max_bytes &&
+           call->conn->out_pending < call->conn->cfg->conn_out_max_bytes;
+}
+
+const char *rpc_call_metadata(const struct rpc_call *call, const char *name)
+{
+    for (size_t i = 0; i < call->md_len; i++)
+        if (strcmp(call->md[i].name, name) == 0)
+            return call->md[i].value;
+    return NULL;
+}
+
+const char *rpc_call_path(const struct rpc_call *call)
+{
+    return call->path;
+}
+
+struct arena *rpc_call_arena(struct rpc_call *call)
+{
+    return &call->arena;
+}
+
+uint64_t rpc_call_deadline_ms(const struct rpc_call *call)
+{
+    return call->deadline_ms;
+}
+
+void rpc_call_set_user(struct rpc_call *call, void *user)
+{
+    call->user = user;
+}
+
+void *rpc_call_user(const struct rpc_call *call)
+{
+    return call->user;
+}
