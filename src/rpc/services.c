@@ -1,0 +1,29 @@
+/* Registers every etcd service on the rpc server. */
+#include "rpc/svc.h"
+
+#include <stdlib.h>
+
+int services_create(struct rpc_server *rs, struct server *s, const struct services_config *cfg,
+                    struct services **out)
+{
+    struct services *sv = calloc(1, sizeof(*sv));
+    if (!sv)
+        return BATON_ENOMEM;
+    sv->rs = rs;
+    sv->s = s;
+    sv->cfg = *cfg;
+    if (!sv->cfg.max_txn_ops)
+        sv->cfg.max_txn_ops = 128;
+    int rc = svc_kv_register(sv);
+    if (rc) {
+        free(sv);
+        return rc;
+    }
+    *out = sv;
+    return 0;
+}
+
+void services_destroy(struct services *sv)
+{
+    free(sv);
+}

@@ -1,0 +1,27 @@
+/*
+ * etcd's v3 services on top of the member (server/): one file per service, registered on an
+ * rpc_server. They translate protobuf requests into mvcc/server requests and answers back,
+ * with etcd's status codes and texts. Built as the library `rpcsvc`, so client-side programs
+ * can link rpc without the server.
+ */
+#ifndef BATON_RPC_SERVICES_H
+#define BATON_RPC_SERVICES_H
+
+#include "rpc/rpc.h"
+#include "server/server.h"
+
+struct services_config {
+    uint64_t max_request_bytes; /* etcd's --max-request-bytes: larger proposals are refused */
+    uint32_t max_txn_ops;
+    const struct log_sink *log;
+};
+
+struct services;
+
+/* Registers every service on rs. s and rs are borrowed and must outlive the services. */
+int services_create(struct rpc_server *rs, struct server *s, const struct services_config *cfg,
+                    struct services **out);
+/* Cancels what the services hold (watchers, keep-alive streams). */
+void services_destroy(struct services *sv);
+
+#endif
