@@ -83,7 +83,7 @@ static void map_segments(void)
     uint64_t entries = 0;
     for (int s = 0; s < nsegs; s++) {
         char path[1024];
-        snprintf(path, sizeof(path), "%s/%s", orig, segs[s].name);
+        snprintf(path, sizeof(path), "%.500s/%.255s", orig, segs[s].name);
         uint8_t *p;
         size_t len;
         read_file(path, &p, &len);
@@ -118,8 +118,8 @@ static void copy_orig(void)
         CHECK_EQ(mkdir(work, 0755), 0);
     }
     for (int s = 0; s < nsegs; s++) {
-        snprintf(from, sizeof(from), "%s/%s", orig, segs[s].name);
-        snprintf(to, sizeof(to), "%s/%s", work, segs[s].name);
+        snprintf(from, sizeof(from), "%.500s/%.255s", orig, segs[s].name);
+        snprintf(to, sizeof(to), "%.500s/%.255s", work, segs[s].name);
         uint8_t *p;
         size_t len;
         read_file(from, &p, &len);
