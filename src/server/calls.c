@@ -29,6 +29,7 @@ struct server_call *calls_new(struct server *s, enum call_kind kind, server_done
     c->arena = a;
     c->deadline_ms = s->o.env.now_ms(s->o.env.ctx) + s->o.request_timeout_ms;
     dlist_init(&c->in_round);
+    dlist_init(&c->in_ops);
     dlist_push(&s->calls, &c->by_deadline);
     s->calls_len++;
     return c;
@@ -53,7 +54,7 @@ struct server_call *calls_find(struct server *s, uint64_t req_id)
 static void calls_unlink(struct server_call *c)
 {
     struct server *s = c->s;
-    if (c->kind == CALL_PROPOSAL) {
+    if (c->kind == CALL_PROPOSAL || (c->kind == CALL_OP && c->req_id)) {
         struct server_call **pp = &s->buckets[bucket_of(c->req_id)];
         while (*pp && *pp != c)
             pp = &(*pp)->hnext;
@@ -61,6 +62,7 @@ static void calls_unlink(struct server_call *c)
             *pp = c->hnext;
     }
     dlist_remove(&c->in_round);
+    dlist_remove(&c->in_ops);
     dlist_remove(&c->by_deadline);
     s->calls_len--;
 }
@@ -69,7 +71,9 @@ static void calls_unlink(struct server_call *c)
 void calls_finish(struct server_call *c, int err, const struct server_result *res)
 {
     calls_unlink(c);
-    if (c->done)
+    if (c->kind == CALL_OP)
+        ops_deliver(c, err);
+    else if (c->done)
         c->done(c->ctx, err, err ? NULL : res);
     free(c);
 }

@@ -13,6 +13,16 @@ static uint64_t now_ms(struct server *s)
     return s->o.env.now_ms(s->o.env.ctx);
 }
 
+/* Asks the loop to call server_on_wal soon. Entry points never run a caller's callback before
+ * they return: they queue work and kick, and the loop does it on its next turn. */
+void server_kick(struct server *s)
+{
+    if (!s->kicked) {
+        s->kicked = true;
+        s->o.env.wake(s->o.env.ctx);
+    }
+}
+
 void server_fail(struct server *s, int err, const char *what)
 {
     if (s->failed)
@@ -80,6 +90,10 @@ void server_on_peer_frame(struct server *s, uint64_t from, const uint8_t *data, 
          * follower's call times out or fails when it learns the new leader). */
         if (s->leader == s->o.member_id)
             raft_propose(s->raft, data + 1, len - 1, NULL);
+    } else if (data[0] == FRAME_LEADER_REQ) {
+        ops_on_request(s, from, data + 1, len - 1);
+    } else if (data[0] == FRAME_LEADER_RESP) {
+        ops_on_response(s, data + 1, len - 1);
     }
     server_process(s);
 }
@@ -118,6 +132,7 @@ static int submit_persist(struct server *s, const struct raft_persist *p)
 
 void server_on_wal(struct server *s)
 {
+    s->kicked = false;
     if (s->failed)
         return;
     struct wal_progress pr;
@@ -153,6 +168,7 @@ static void leader_changed(struct server *s, const struct raft_status *st)
     s->was_leader = leads;
     s->leader = st->leader;
     s->term = st->term;
+    ops_leader_changed(s);
 }
 
 static void handle_ready(struct server *s)
@@ -176,8 +192,10 @@ static void handle_ready(struct server *s)
         reads_confirmed(s, rd.reads[i].context, rd.reads[i].index);
     raft_advance(s->raft, &rd);
     report_unreachable(s);
-    if (rd.committed_len)
+    if (rd.committed_len) {
         reads_applied(s);
+        ops_applied(s);
+    }
 }
 
 void server_process(struct server *s)
@@ -190,6 +208,7 @@ void server_process(struct server *s)
     for (int round = 0; round < 1000 && !s->failed; round++) {
         s->again = false;
         reads_start_round(s);
+        ops_run_queued(s);
         while (!s->failed && raft_has_ready(s->raft))
             handle_ready(s);
         struct raft_status st;
@@ -241,7 +260,7 @@ int server_propose(struct server *s, struct request *req, struct arena *a, serve
     calls_index(s, c);
     if (call_out)
         *call_out = c;
-    server_process(s);
+    server_kick(s);
     return 0;
 }
 
@@ -258,9 +277,8 @@ int server_read_barrier(struct server *s, server_done_fn done, void *ctx,
     dlist_push(&s->reads_next, &c->in_round);
     if (call_out)
         *call_out = c;
-    /* The round starts when this turn of the loop ends, so reads arriving together share it. */
-    if (!s->processing)
-        server_process(s);
+    /* The round starts on the next turn of the loop, so reads arriving together share it. */
+    server_kick(s);
     return 0;
 }
 
@@ -428,6 +446,8 @@ int server_open(const struct server_options *o, struct server **out, char *err, 
     copy_options(s, o);
     dlist_init(&s->calls);
     dlist_init(&s->reads_next);
+    dlist_init(&s->ops_next);
+    dlist_init(&s->ops_wait);
     arena_init(&s->scratch, 64 * 1024);
     s->next_req_id = o->env.now_ms(o->env.ctx) << 8;
     prng_seed(&s->rng, o->seed ^ o->member_id);

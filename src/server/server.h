@@ -73,8 +73,8 @@ struct server_env {
     /* Tells the transport where a member listens for peers (on start and membership changes);
      * url is "http://host:port". remove: forget the member. */
     void (*peer_set)(void *ctx, uint64_t id, const char *url, bool remove);
-    /* Called on the WAL thread when durable progress is available; must only wake the loop,
-     * which then calls server_on_wal(). */
+    /* Wakes the loop, which then calls server_on_wal(). Called from the WAL thread when durable
+     * progress is available, and from the loop thread when work was queued. */
     void (*wake)(void *ctx);
     /* A fatal error (WAL or LMDB failure): the member stops serving; the program should exit
      * non-zero with msg. */
@@ -146,6 +146,10 @@ typedef void (*server_done_fn)(void *ctx, int err, const struct server_result *r
 struct server;
 struct server_call;
 
+/* Leader-only operations (lease keep-alive and TTL, membership) answer with up to two numbers:
+ * lease: v1 = remaining TTL (s), v2 = granted TTL (s); member add: v1 = the new member's id. */
+typedef void (*server_op_fn)(void *ctx, int err, int64_t v1, int64_t v2);
+
 /* Opens WAL and LMDB from the data directory, restores Raft, bootstraps a new cluster when the
  * directory is fresh (and !join). On failure writes a one-line reason naming the path into err.
  * The options are copied (strings too); env.ctx is borrowed. */
@@ -162,12 +166,34 @@ void server_on_wal(struct server *s);
 /* Proposes a write. req->id is assigned here. Results are written into arena a (borrowed until
  * the callback). *call (may be NULL) lets the caller cancel. 0, BATON_EUNAVAIL (no leader),
  * BATON_EBUSY (too many pending calls), BATON_ETOOBIG, BATON_ENOMEM; on error the callback is
- * never called, otherwise exactly once (unless cancelled). */
+ * never called, otherwise exactly once (unless cancelled), and never before this returns. */
 int server_propose(struct server *s, struct request *req, struct arena *a, server_done_fn done,
                    void *ctx, struct server_call **call);
 /* A linearizable read barrier; the callback's res is NULL. Same errors and rules. */
 int server_read_barrier(struct server *s, server_done_fn done, void *ctx,
                         struct server_call **call);
+/* Leader-only operations, run on the leader (forwarded when this member follows). The same
+ * rules as server_propose. Errors in the callback: MVCC_ELEASENOTFOUND, BATON_ENOTFOUND (no such
+ * member), BATON_EEXIST (peer URLs in use), BATON_ECONFCHANGE (a change is pending),
+ * BATON_EINVAL (promote a voter, remove the last voter), BATON_EBUSY (learner not in sync),
+ * BATON_ETIMEOUT, BATON_EUNAVAIL. */
+int server_lease_keepalive(struct server *s, int64_t id, server_op_fn done, void *ctx,
+                           struct server_call **call);
+int server_lease_ttl(struct server *s, int64_t id, server_op_fn done, void *ctx,
+                     struct server_call **call);
+int server_member_add(struct server *s, const char *const *peer_urls, int n, bool learner,
+                      server_op_fn done, void *ctx, struct server_call **call);
+int server_member_remove(struct server *s, uint64_t id, server_op_fn done, void *ctx,
+                         struct server_call **call);
+int server_member_promote(struct server *s, uint64_t id, server_op_fn done, void *ctx,
+                          struct server_call **call);
+int server_member_update(struct server *s, uint64_t id, const char *const *peer_urls, int n,
+                         server_op_fn done, void *ctx, struct server_call **call);
+/* Leadership transfer from this member (which must lead: BATON_ENOTLEADER otherwise) to
+ * target; the callback runs when target leads (0) or the attempt timed out. */
+int server_transfer_leader(struct server *s, uint64_t target, server_op_fn done, void *ctx,
+                           struct server_call **call);
+
 /* Forgets a pending call: its callback will not run. */
 void server_call_cancel(struct server_call *call);
 

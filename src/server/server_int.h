@@ -15,8 +15,29 @@
 
 /* Peer frame kinds: the first byte of every frame between members. */
 enum peer_frame {
-    FRAME_RAFT = 1,    /* raft_msg_encode bytes */
-    FRAME_FORWARD = 2, /* a proposal (request_encode bytes) for the leader */
+    FRAME_RAFT = 1,        /* raft_msg_encode bytes */
+    FRAME_FORWARD = 2,     /* a proposal (request_encode bytes) for the leader */
+    FRAME_LEADER_REQ = 3,  /* varint seq, op, args: a leader-only operation (forward.c) */
+    FRAME_LEADER_RESP = 4, /* varint seq, zigzag err, zigzag v1, zigzag v2 */
+};
+
+/* Leader-only operations a follower forwards (forward.c). */
+enum leader_op {
+    OP_LEASE_KEEPALIVE = 1,
+    OP_LEASE_TTL = 2,
+    OP_MEMBER_ADD = 3,
+    OP_MEMBER_REMOVE = 4,
+    OP_MEMBER_PROMOTE = 5,
+    OP_MEMBER_UPDATE = 6,
+    OP_MAX = 6,
+    OP_TRANSFER = 7, /* local only: waits for the target to lead */
+};
+
+struct op_args {
+    int64_t id;
+    bool learner;
+    int urls_len;
+    char urls[SERVER_URLS_MAX][256];
 };
 
 struct dlist {
@@ -47,7 +68,12 @@ static inline void dlist_remove(struct dlist *n)
     n->prev = n->next = n;
 }
 
-enum call_kind { CALL_PROPOSAL, CALL_READ };
+enum call_kind {
+    CALL_PROPOSAL, /* waits for its entry to apply */
+    CALL_READ,     /* waits for a ReadIndex round and the apply */
+    CALL_OP,       /* a leader-only operation: forwarded (waits for the leader's answer) or run
+                      here as leader (possibly waiting for a configuration entry to apply) */
+};
 
 struct read_round;
 
@@ -65,6 +91,14 @@ struct server_call {
     struct server_call *hnext; /* proposals: hash bucket */
     struct read_round *round;
     bool applied; /* its entry applied; the completion is queued (no second match) */
+    /* CALL_OP */
+    server_op_fn op_done;
+    enum leader_op op;
+    struct op_args args;
+    uint64_t remote_from, remote_seq; /* run for a follower: answer it by frame */
+    uint64_t wait_index;              /* complete once applied >= wait_index */
+    int64_t v1, v2;
+    struct dlist in_ops; /* s->ops_next (to run) or s->ops_wait (waiting for the apply) */
 };
 
 /* One ReadIndex round: every read queued since the previous round. */
@@ -116,6 +150,9 @@ struct server {
     struct read_round rounds[SERVER_READ_ROUNDS];
     uint64_t read_ctx_seq;
 
+    struct dlist ops_next; /* leader-only operations to run on the next turn */
+    struct dlist ops_wait; /* ... waiting for their entry to apply */
+
     struct completion *completions;
     size_t completions_len, completions_cap;
 
@@ -124,6 +161,7 @@ struct server {
     uint64_t unreachable[SERVER_PEERS_MAX]; /* failed sends, reported after the ready */
     int unreachable_len;
     int processing; /* re-entrancy guard for process() */
+    bool kicked;    /* a wake is pending: server_on_wal will run */
     bool again;
 };
 
@@ -140,6 +178,15 @@ void reads_confirmed(struct server *s, uint64_t ctx, uint64_t index);
 void reads_applied(struct server *s);
 void reads_fail_unconfirmed(struct server *s, int err);
 
+/* forward.c */
+void ops_run_queued(struct server *s);
+void ops_applied(struct server *s);
+void ops_on_request(struct server *s, uint64_t from, const uint8_t *p, size_t len);
+void ops_on_response(struct server *s, const uint8_t *p, size_t len);
+void ops_finish(struct server_call *c, int err);
+void ops_deliver(struct server_call *c, int err);
+void ops_leader_changed(struct server *s);
+
 /* apply.c */
 int apply_entries(struct server *s, const struct raft_entry *e, size_t n);
 int apply_restore_config(struct server *s, struct raft_config *conf, uint64_t *index);
@@ -149,6 +196,7 @@ int members_decode(struct server *s, const uint8_t *p, size_t len);
 
 /* server.c */
 void server_process(struct server *s);
+void server_kick(struct server *s);
 void server_fail(struct server *s, int err, const char *what);
 
 #endif

@@ -352,3 +352,96 @@ TEST(errors_reach_the_caller)
     arena_free(&a);
     cluster_stop(&cl);
 }
+
+struct op_waiter {
+    bool done;
+    int err;
+    int64_t v1, v2;
+};
+
+static void on_op(void *ctx, int err, int64_t v1, int64_t v2)
+{
+    struct op_waiter *w = ctx;
+    w->done = true;
+    w->err = err;
+    w->v1 = v1;
+    w->v2 = v2;
+}
+
+static bool op_done(struct cluster *c, void *ctx)
+{
+    return ((struct op_waiter *)ctx)->done;
+}
+
+static void wait_op(struct cluster *c, struct op_waiter *w, int rc)
+{
+    CHECK_OK(rc);
+    CHECK(!w->done); /* never completed before the call returned */
+    CHECK(run_until(c, op_done, w, 10000));
+}
+
+TEST(leader_only_operations_from_any_member)
+{
+    cluster_start(&cl, 3);
+    CHECK(run_until(&cl, has_leader_everywhere, NULL, 10000));
+    int l = leader_of(&cl), f = (l + 1) % 3;
+
+    /* A lease granted through a follower, kept alive and queried through the follower. */
+    struct arena a;
+    arena_init(&a, 1024);
+    struct request q = {.type = REQ_LEASE_GRANT};
+    q.u.lease_grant.ttl_s = 30;
+    struct waiter w = {0};
+    CHECK_OK(server_propose(cl.m[f].s, &q, &a, on_done, &w, NULL));
+    CHECK(run_until(&cl, waiter_done, &w, 10000));
+    CHECK_OK(w.err);
+    size_t n = 0;
+    int64_t *list;
+    CHECK_OK(mvcc_lease_list(server_store(cl.m[f].s), &a, &list, &n));
+    CHECK_EQ(n, 1);
+    int64_t lease = list[0];
+    struct op_waiter ow = {0};
+    wait_op(&cl, &ow, server_lease_keepalive(cl.m[f].s, lease, on_op, &ow, NULL));
+    CHECK_OK(ow.err);
+    CHECK_EQ(ow.v1, 30);
+    ow = (struct op_waiter){0};
+    wait_op(&cl, &ow, server_lease_ttl(cl.m[f].s, lease, on_op, &ow, NULL));
+    CHECK_OK(ow.err);
+    CHECK_EQ(ow.v2, 30);
+    CHECK_GT(ow.v1, 25);
+    ow = (struct op_waiter){0};
+    wait_op(&cl, &ow, server_lease_keepalive(cl.m[f].s, 999, on_op, &ow, NULL));
+    CHECK_EQ(ow.err, MVCC_ELEASENOTFOUND);
+
+    /* A learner that never starts: added, not promotable (not in sync), removed. */
+    const char *urls[] = {"http://127.0.0.1:3999"};
+    ow = (struct op_waiter){0};
+    wait_op(&cl, &ow, server_member_add(cl.m[f].s, urls, 1, true, on_op, &ow, NULL));
+    CHECK_OK(ow.err);
+    uint64_t learner = (uint64_t)ow.v1;
+    CHECK(server_member_is_learner(cl.m[l].s, learner));
+    ow = (struct op_waiter){0};
+    wait_op(&cl, &ow, server_member_add(cl.m[l].s, urls, 1, false, on_op, &ow, NULL));
+    CHECK_EQ(ow.err, BATON_EEXIST);
+    ow = (struct op_waiter){0};
+    wait_op(&cl, &ow, server_member_promote(cl.m[f].s, learner, on_op, &ow, NULL));
+    CHECK_EQ(ow.err, BATON_EBUSY);
+    ow = (struct op_waiter){0};
+    wait_op(&cl, &ow, server_member_remove(cl.m[f].s, learner, on_op, &ow, NULL));
+    CHECK_OK(ow.err);
+    CHECK(!server_member_is_learner(cl.m[l].s, learner));
+    ow = (struct op_waiter){0};
+    wait_op(&cl, &ow, server_member_remove(cl.m[l].s, learner, on_op, &ow, NULL));
+    CHECK_EQ(ow.err, BATON_ENOTFOUND);
+
+    /* Leadership moves where asked; a follower cannot start a transfer. */
+    int t = (l + 2) % 3;
+    CHECK_EQ(server_transfer_leader(cl.m[f].s, cl.m[t].id, on_op, &ow, NULL), BATON_ENOTLEADER);
+    ow = (struct op_waiter){0};
+    wait_op(&cl, &ow, server_transfer_leader(cl.m[l].s, cl.m[t].id, on_op, &ow, NULL));
+    CHECK_OK(ow.err);
+    CHECK(run_until(&cl, has_leader_everywhere, NULL, 10000));
+    CHECK_EQ(leader_of(&cl), t);
+    arena_free(&a);
+    cluster_stop(&cl);
+}
