@@ -1101,6 +1101,10 @@ static int handle_snapshot(struct raft *r, const struct raft_msg *m)
         return BATON_EPROTO;
     if (m->data_len > 0 && !m->data)
         return BATON_EPROTO;
+    /* An installed snapshot waits for its persist batch: its last chunk is still pending, so
+     * nothing may touch the reception state until the batch is formed. The leader resends. */
+    if (r->install_pending)
+        return 0;
     bool same = m->index == r->rx_index && m->log_term == r->rx_term && r->rx_index != 0;
     if (!same && m->offset == 0) {
         r->rx_index = m->index;
@@ -1121,7 +1125,7 @@ static int handle_snapshot(struct raft *r, const struct raft_msg *m)
         send(r, &resp);
         return 0;
     }
-    if (m->offset < r->rx_offset || r->install_pending) {
+    if (m->offset < r->rx_offset) {
         resp.offset = r->rx_offset; /* a duplicate: acknowledge what we have */
         send_after_persist(r, &resp);
         return 0;
@@ -1264,8 +1268,14 @@ static void handle_snapshot_resp(struct raft *r, const struct raft_msg *m, struc
             restart_snapshot_from_ack(r, pr, m->offset);
         return;
     }
-    if (m->offset > pr->snap_acked && m->offset <= pr->snap_next)
+    if (m->offset > pr->snap_acked)
         pr->snap_acked = m->offset;
+    if (m->offset > pr->snap_next) {
+        /* The follower holds more than this round sent (we restarted it too eagerly): go on
+         * from there; any chunk read still outstanding is stale. */
+        pr->snap_next = m->offset;
+        pr->snap_read_pending = false;
+    }
     pump_snapshot(r, pr);
 }
 

@@ -173,6 +173,8 @@ static void heal_and_converge(struct tc_cluster *c, uint64_t seed)
 static void run_seed(uint64_t seed)
 {
     memset(&h, 0, sizeof(h));
+    if (getenv("RAFT_VERBOSE"))
+        fprintf(stderr, "seed %llu\n", (unsigned long long)seed);
     struct prng p;
     prng_seed(&p, seed);
     struct tc_cluster c;
