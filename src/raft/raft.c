@@ -722,6 +722,21 @@ static int append_entry(struct raft *r, uint8_t type, const void *data, size_t l
     return 0;
 }
 
+/* Acknowledgements still waiting for durability that claim entries after index are dropped when
+ * those entries leave the log (truncation, snapshot install): once released they would claim
+ * entries the disk will never hold. */
+static void drop_waiting_acks_after(struct raft *r, uint64_t index)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->wait_len; i++) {
+        const struct raft_msg *m = &r->wait[i].m;
+        if (m->type == RAFT_MSG_APPEND_RESP && !m->reject && m->index > index)
+            continue;
+        r->wait[n++] = r->wait[i];
+    }
+    r->wait_len = n;
+}
+
 /* Drops entries after index (a follower resolving a conflict, §5.3). Durable and in-flight
  * bookkeeping shrink with it; the next persist batch tells the caller to drop them too. */
 static void truncate_after(struct raft *r, uint64_t index)
@@ -730,6 +745,7 @@ static void truncate_after(struct raft *r, uint64_t index)
     RLOG(r, LOG_INFO, "msg=\"truncating log\" after=%" PRIu64 " last_index=%" PRIu64, index,
          last_index(r));
     raft_log_truncate_after(&r->log, index);
+    drop_waiting_acks_after(r, index);
     if (r->unstable_from > index + 1)
         r->unstable_from = index + 1;
     if (r->stable_index > index)
@@ -1156,6 +1172,7 @@ static int handle_snapshot(struct raft *r, const struct raft_msg *m)
     RLOG(r, LOG_INFO, "msg=\"installing snapshot\" index=%" PRIu64 " snap_term=%" PRIu64, m->index,
          m->log_term);
     raft_log_reset(&r->log, m->index, m->log_term);
+    drop_waiting_acks_after(r, m->index);
     r->snap = (struct raft_snapshot_meta){.index = m->index, .term = m->log_term};
     r->snap.config = *m->config;
     r->install_meta = r->snap;
