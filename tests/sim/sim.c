@@ -636,7 +636,7 @@ static int sim_node_start(struct sim *s, struct sim_node *n)
     o.heartbeat_ticks = s->cfg.heartbeat_ticks;
     o.pre_vote = !s->cfg.no_pre_vote;
     o.check_quorum = !s->cfg.no_check_quorum;
-    o.max_msg_bytes = 2048; /* small, so appends are batched and split */
+    o.max_msg_bytes = s->cfg.max_msg_bytes; /* small, so appends are batched and split */
     o.max_inflight_msgs = 16;
     o.snapshot_chunk_bytes = SIM_CHUNK_BYTES;
     prng_seed(&n->rng, prng_next(&s->rng));
@@ -741,6 +741,10 @@ static int sim_on_deliver(struct sim *s, struct ev *e)
                         n->id, baton_strerror(rc));
     sim_trace(s, "recv %" PRIu64 "->%" PRIu64 " %s term=%" PRIu64 " index=%" PRIu64, m.from, m.to,
               raft_msg_type_name(m.type), m.term, m.index);
+    if (s->filter && s->filter(s->filter_arg, &m)) {
+        s->st.msgs_dropped++;
+        return 0;
+    }
     rc = raft_step(n->r, &m);
     if (rc != 0 && rc != BATON_ENOMEM)
         return chk_fail(&s->chk, "step: node %" PRIu64 " raft_step(%s from %" PRIu64 ") = %s",
@@ -829,6 +833,8 @@ struct sim *sim_create(const struct sim_config *cfg)
         s->cfg.election_ticks = 10;
     if (!s->cfg.heartbeat_ticks)
         s->cfg.heartbeat_ticks = 1;
+    if (!s->cfg.max_msg_bytes)
+        s->cfg.max_msg_bytes = 2048;
     if (!s->cfg.liveness_ms)
         s->cfg.liveness_ms = 10000;
     prng_seed(&s->rng, cfg->seed);
@@ -1055,6 +1061,12 @@ void sim_hold(struct sim *s, uint64_t from, uint64_t to, bool hold)
         }
     }
     s->held_len = k;
+}
+
+void sim_set_filter(struct sim *s, sim_filter_fn fn, void *arg)
+{
+    s->filter = fn;
+    s->filter_arg = arg;
 }
 
 void sim_set_fsync_ms(struct sim *s, uint64_t id, uint64_t ms)

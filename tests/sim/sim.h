@@ -58,6 +58,7 @@ struct sim_config {
     bool no_pre_vote;         /* scenarios: turn pre-vote off */
     bool no_check_quorum;     /* scenarios: turn check-quorum off */
     uint64_t max_steps;       /* sim_run: heal after this many steps at most (0 = no bound) */
+    uint32_t max_msg_bytes;   /* raft's bound on entry bytes per append; default 2048 */
 };
 
 struct sim_stats {
@@ -119,6 +120,10 @@ void sim_heal_network(struct sim *s);
 void sim_set_drop(struct sim *s, uint32_t per_million);
 /* Holds messages from -> to (one-way) until released: they queue, neither lost nor delivered. */
 void sim_hold(struct sim *s, uint64_t from, uint64_t to, bool hold);
+/* A scenario's message filter, called for every message about to be delivered: return true to
+ * drop it. NULL removes the filter. */
+typedef bool (*sim_filter_fn)(void *arg, const struct raft_msg *m);
+void sim_set_filter(struct sim *s, sim_filter_fn fn, void *arg);
 /* Makes a node's disk slow: its writes take ms each from now on (0 restores the default). */
 void sim_set_fsync_ms(struct sim *s, uint64_t id, uint64_t ms);
 

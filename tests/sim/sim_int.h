@@ -132,6 +132,8 @@ struct sim {
     uint64_t delay_max_us;
     bool reorder;
     uint64_t jitter_us;
+    sim_filter_fn filter;
+    void *filter_arg;
 
     /* Client history. */
     uint64_t next_cmd, next_read;
