@@ -205,7 +205,8 @@ int chk_log_snapshot(struct chk *c, int node, uint64_t index, uint64_t term, uin
                             " but its log holds term %" PRIu64 " there, or another prefix",
                             node + 1, index, term, t);
         keep = (size_t)(l->base_index + l->len - index);
-        memmove(l->entries, l->entries + (index - l->base_index), keep * sizeof(*l->entries));
+        if (keep)
+            memmove(l->entries, l->entries + (index - l->base_index), keep * sizeof(*l->entries));
     }
     l->base_index = index;
     l->base_term = term;

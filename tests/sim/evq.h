@@ -16,7 +16,8 @@ enum ev_kind {
     EV_CLIENT,       /* the client workload acts */
     EV_FAULT,        /* the fault schedule acts */
     EV_HEAL,         /* every fault is lifted */
-    EV_USER,         /* scenario-defined */
+    EV_USER,         /* restart a crashed node */
+    EV_PEER_DOWN,    /* node learns that peer `from` died (its connection closed) */
 };
 
 struct ev {

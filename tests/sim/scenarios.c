@@ -26,6 +26,13 @@ static bool has_leader(struct sim *s, void *arg)
     return sim_leader(s) != 0;
 }
 
+/* A leader other than *(uint64_t *)arg. */
+static bool has_other_leader(struct sim *s, void *arg)
+{
+    uint64_t l = sim_leader(s);
+    return l != 0 && l != *(uint64_t *)arg;
+}
+
 /* Runs until a leader exists and a fresh write reached every member; fails the test if not. */
 static uint64_t settle(struct sim *s)
 {
@@ -136,9 +143,7 @@ TEST(replication_conflicts_are_repaired)
         CHECK_OK(sim_propose(s, old, &lost[i])); /* appended to the old leader's log only */
     run_ok(s, 50);
     /* The majority elects a new leader and commits its own entries at the same indexes. */
-    CHECK_OK(sim_run_until(s, has_leader, NULL, 20 * ELECTION_MS));
-    uint64_t now = sim_leader(s);
-    CHECK_NE(now, old);
+    CHECK_OK(sim_run_until(s, has_other_leader, &old, 20 * ELECTION_MS));
     write_n(s, 30);
     sim_heal_network(s);
     uint64_t leader = settle(s);
@@ -190,22 +195,36 @@ TEST(election_restriction_stale_log_cannot_win)
 /* ---- §5.4.2 Figure 8: committing entries from previous terms -------------------------------- */
 
 struct fig8 {
+    struct sim *s;
+    bool block_all;   /* drop every append */
     uint64_t index;   /* the old-term entry's index */
-    uint64_t leader;  /* the term-4 leader */
-    bool block_above; /* drop the leader's appends carrying entries above index */
-    uint64_t isolated_leader;
+    uint64_t x_term;  /* its term */
+    uint64_t leader;  /* the later leader holding X */
+    bool block_above; /* keep current-term entries (above index) from being accepted */
 };
 
 static bool fig8_filter(void *arg, const struct raft_msg *m)
 {
     struct fig8 *f = arg;
-    if (f->isolated_leader && m->from == f->isolated_leader && m->type == RAFT_MSG_APPEND)
+    if (m->type != RAFT_MSG_APPEND)
+        return false;
+    if (f->block_all)
         return true;
-    if (f->block_above && m->type == RAFT_MSG_APPEND)
-        for (uint32_t i = 0; i < m->entries_len; i++)
-            if (m->entries[i].index > f->index)
-                return true;
-    return false;
+    if (!f->block_above)
+        return false;
+    bool above = false;
+    for (uint32_t i = 0; i < m->entries_len; i++)
+        above |= m->entries[i].index > f->index;
+    if (!above)
+        return false;
+    /* An append carrying X and a newer entry, or one a holder of X would accept, is dropped;
+     * appends that the receiver rejects go through, so the leader backs off and sends X alone
+     * (one entry per append: max_msg_bytes is 1). */
+    uint64_t t = 0;
+    struct raft *r = sim_raft(f->s, m->to);
+    bool holds_x = r && raft_term_at(r, f->index, &t) == 0 && t == f->x_term;
+    bool carries_x = m->entries_len > 0 && m->entries[0].index <= f->index;
+    return holds_x || carries_x;
 }
 
 /* §5.4.2 and Figure 8: a leader never commits an entry of an earlier term by counting replicas.
@@ -218,7 +237,7 @@ TEST(figure8_old_term_entry_not_committed_by_counting)
 {
     struct sim_config cfg = {.seed = 31, .nodes = 5, .max_msg_bytes = 1};
     struct sim *s = sim_create(&cfg);
-    struct fig8 f = {0};
+    struct fig8 f = {.s = s};
     sim_set_filter(s, fig8_filter, &f);
     uint64_t s1 = settle(s);
     uint64_t s2 = s1 % 5 + 1;
@@ -232,23 +251,24 @@ TEST(figure8_old_term_entry_not_committed_by_counting)
     struct raft_status st;
     CHECK_OK(sim_status(s, s1, &st));
     f.index = st.last_index;
+    f.x_term = st.term;
     /* (b) S1 crashes; the three others elect a leader L3 that appends at index i but reaches
      * nobody, then crashes too. */
     sim_crash(s, s1, false);
     sim_isolate(s, s2);
+    f.block_all = true; /* the next leader's entries reach nobody */
     for (uint64_t id = 1; id <= 5; id++)
         if (id != s1)
             sim_link(s, s1, id, true), sim_link(s, id, s1, true);
     CHECK_OK(sim_run_until(s, has_leader, NULL, 30 * ELECTION_MS));
     uint64_t l3 = sim_leader(s);
     CHECK(l3 != s1 && l3 != s2);
-    f.isolated_leader = l3;
     CHECK_OK(sim_propose(s, l3, NULL));
     run_ok(s, 30);
     uint64_t l3_term_at_i = 0;
     CHECK_OK(raft_term_at(sim_raft(s, l3), f.index, &l3_term_at_i));
     sim_crash(s, l3, false);
-    f.isolated_leader = 0;
+    f.block_all = false;
     /* (c) S1 comes back; S1 or S2 (both hold X) wins a later term and spreads X, but none of its
      * current-term entries (index > i) may leave it. */
     sim_restart(s, s1);
@@ -546,19 +566,32 @@ TEST(restart_from_durable_state)
 }
 
 /* Fast failover hook: when the peers see the dead leader's connection closed by its kernel,
- * they start a pre-vote at once instead of waiting out the election timeout. */
-TEST(fast_failover_hook)
+ * they campaign at once instead of waiting out the election timeout. Over a number of runs the
+ * new leader comes sooner than when the crash goes unnoticed (simultaneous campaigns can still
+ * split a vote, so single runs are not compared). */
+static uint64_t failover_ms(uint64_t seed, bool peer_down)
 {
-    struct sim *s = cluster(3, 95);
+    struct sim *s = cluster(3, seed);
     uint64_t leader = settle(s);
-    run_ok(s, 5);
+    run_ok(s, 1 + seed % 10);
     uint64_t t0 = sim_now_ms(s);
-    sim_crash(s, leader, true);
+    sim_crash(s, leader, peer_down);
     CHECK_OK(sim_run_until(s, has_leader, NULL, 20 * ELECTION_MS));
-    uint64_t fast_ms = sim_now_ms(s) - t0;
-    test_log("new leader %" PRIu64 " ms after the crash was reported", fast_ms);
-    CHECK_LT(fast_ms, 100); /* below the minimum election timeout */
+    uint64_t ms = sim_now_ms(s) - t0;
     sim_restart(s, leader);
     settle(s);
     sim_destroy(s);
+    return ms;
+}
+
+TEST(fast_failover_hook)
+{
+    uint64_t fast = 0, slow = 0;
+    for (uint64_t seed = 1; seed <= 20; seed++) {
+        fast += failover_ms(seed, true);
+        slow += failover_ms(seed, false);
+    }
+    test_log("mean time to a new leader: %" PRIu64 " ms with the hook, %" PRIu64 " ms without",
+             fast / 20, slow / 20);
+    CHECK_LT(fast, slow);
 }

@@ -277,8 +277,10 @@ static int sim_check_durable(struct sim *s, struct sim_node *n, const struct raf
                             n->id, m->to, m->term, dterm, dvote);
         break;
     case RAFT_MSG_APPEND_RESP: {
-        if (m->reject)
-            break;
+        if (m->reject || m->index == 0)
+            break; /* index 0: only tells a stale leader about a newer term */
+        if (d->has_snap && m->index <= d->snap.index)
+            break; /* inside the durable snapshot */
         uint64_t dt, vt, vc;
         bool have = sim_disk_term(d, m->index, &dt);
         bool vhave = chk_log_get(&s->chk, sim_idx(n), m->index, &vt, &vc);
@@ -304,9 +306,11 @@ static int sim_send(struct sim *s, struct sim_node *n, const struct raft_msg *m)
     struct sim_node *to = sim_node_of(s, m->to);
     sim_trace(s,
               "send %" PRIu64 "->%" PRIu64 " %s term=%" PRIu64 " index=%" PRIu64
-              " log_term=%" PRIu64 " commit=%" PRIu64 " n=%u%s",
+              " log_term=%" PRIu64 " commit=%" PRIu64 " n=%u offset=%" PRIu64 " len=%u ctx=%" PRIu64
+              "%s%s",
               m->from, m->to, raft_msg_type_name(m->type), m->term, m->index, m->log_term,
-              m->commit, m->entries_len, m->reject ? " reject" : "");
+              m->commit, m->entries_len, m->offset, m->data_len, m->context,
+              m->reject ? " reject" : "", m->last ? " last" : "");
     if (m->from != n->id)
         return chk_fail(&s->chk, "message: node %" PRIu64 " sent a message from %" PRIu64, n->id,
                         m->from);
@@ -555,7 +559,8 @@ static int sim_compact_node(struct sim *s, struct sim_node *n)
     size_t drop = index >= first ? (size_t)BATON_MIN(index - first + 1, d->ents_len) : 0;
     for (size_t i = 0; i < drop; i++)
         sim_entry_free(&d->ents[i]);
-    memmove(d->ents, d->ents + drop, (d->ents_len - drop) * sizeof(*d->ents));
+    if (drop)
+        memmove(d->ents, d->ents + drop, (d->ents_len - drop) * sizeof(*d->ents));
     d->ents_len -= drop;
     if (d->ents_len && d->ents[0].index != index + 1) {
         /* The disk's log does not reach the snapshot: nothing after it survives. */
@@ -576,9 +581,18 @@ static int sim_check_status(struct sim *s, struct sim_node *n)
         return chk_fail(
             &s->chk, "commit: node %" PRIu64 " commit %" PRIu64 " beyond its last index %" PRIu64,
             n->id, st.commit, st.last_index);
-    /* Commitment is judged on what the node handed out; entries not handed out yet are folded
-     * in after a later batch. */
+    /* Commitment is judged on what the node handed out. Raft may hold entries not handed out
+     * yet (the next persist batch), even replacing a handed-out suffix: fold in only the prefix
+     * where raft's log and the mirror agree (equal terms at an index mean equal prefixes). */
     uint64_t commit = BATON_MIN(st.commit, chk_log_last(&s->chk, sim_idx(n)));
+    uint64_t floor = s->chk.nodes[sim_idx(n)].commit_seen;
+    while (commit > floor) {
+        uint64_t mt, mc, rt;
+        if (chk_log_get(&s->chk, sim_idx(n), commit, &mt, &mc) &&
+            raft_term_at(n->r, commit, &rt) == 0 && mt == rt)
+            break;
+        commit--;
+    }
     return chk_status(&s->chk, sim_idx(n), st.role == RAFT_LEADER, st.term, commit);
 }
 
@@ -594,6 +608,9 @@ int sim_node_process(struct sim *s, struct sim_node *n)
         raft_ready(n->r, &rd);
         if (rd.persist && sim_write_start(s, n, rd.persist))
             return -1;
+        /* Fold in the commit index before applying: what is applied must be known committed. */
+        if (sim_check_status(s, n))
+            return -1;
         for (size_t i = 0; i < rd.msgs_len; i++)
             if (sim_send(s, n, &rd.msgs[i]))
                 return -1;
@@ -605,7 +622,8 @@ int sim_node_process(struct sim *s, struct sim_node *n)
         for (size_t i = 0; i < rd.reads_len; i++)
             sim_read_state(s, n, &rd.reads[i]);
         size_t sreads_len = BATON_MIN(rd.snap_reads_len, (size_t)SIM_SNAP_READS_MAX);
-        memcpy(sreads, rd.snap_reads, sreads_len * sizeof(*sreads));
+        if (sreads_len)
+            memcpy(sreads, rd.snap_reads, sreads_len * sizeof(*sreads));
         raft_advance(n->r, &rd);
         for (size_t i = 0; i < sreads_len; i++)
             sim_snap_read(s, n, &sreads[i]);
@@ -779,6 +797,8 @@ static int sim_on_tick(struct sim *s, struct ev *e)
     return sim_node_process(s, n);
 }
 
+static int sim_on_peer_down(struct sim *s, struct ev *e);
+
 /* One step: the earliest event. 0 (also when the queue is empty), or -1 on a violation. */
 int sim_step(struct sim *s)
 {
@@ -811,6 +831,9 @@ int sim_step(struct sim *s)
     case EV_USER:
         rc = sim_on_restart(s, &e);
         break;
+    case EV_PEER_DOWN:
+        rc = sim_on_peer_down(s, &e);
+        break;
     }
     free(e.data);
     if (s->chk.violation[0])
@@ -827,6 +850,8 @@ struct sim *sim_create(const struct sim_config *cfg)
     struct sim *s = calloc(1, sizeof(*s));
     BATON_ASSERT(s != NULL);
     s->cfg = *cfg;
+    if (getenv("SIM_VERBOSE")) /* scenario debugging: trace every event */
+        s->cfg.verbose = true;
     if (!s->cfg.tick_ms)
         s->cfg.tick_ms = 10;
     if (!s->cfg.election_ticks)
@@ -981,14 +1006,27 @@ void sim_crash(struct sim *s, uint64_t id, bool peer_down)
     sim_node_stop(s, n);
     if (!peer_down)
         return;
+    /* Each peer notices the closed connection on its own schedule (when it next reads or writes
+     * the socket), not all in the same instant. */
     for (int i = 0; i < s->nodes_len; i++) {
         struct sim_node *p = &s->nodes[i];
-        if (p->up && !s->link_down[i][sim_idx(n)]) {
-            raft_peer_down(p->r, id);
-            if (sim_node_process(s, p))
-                return;
-        }
+        if (p->up && !s->link_down[i][sim_idx(n)])
+            evq_push(&s->q, (struct ev){.at_us = s->now_us + 100 + prng_below(&s->rng, 20000),
+                                        .kind = EV_PEER_DOWN,
+                                        .node = i,
+                                        .from = sim_idx(n),
+                                        .generation = p->gen});
     }
+}
+
+static int sim_on_peer_down(struct sim *s, struct ev *e)
+{
+    struct sim_node *p = &s->nodes[e->node];
+    if (!p->up || p->gen != e->generation)
+        return 0;
+    sim_trace(s, "node %" PRIu64 " sees node %d's connection closed", p->id, e->from + 1);
+    raft_peer_down(p->r, (uint64_t)e->from + 1);
+    return sim_node_process(s, p);
 }
 
 void sim_restart(struct sim *s, uint64_t id)
