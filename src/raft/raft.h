@@ -35,8 +35,8 @@
  * Memory: everything a ready points at stays valid until raft_advance() for that ready, except
  * rd.persist, which stays valid until raft_persisted(). Payloads passed in (propose, step,
  * restore, snapshot chunks) are copied; raft never keeps a caller's pointer. Only one ready may
- * be outstanding (raft_ready() .. raft_advance()) at a time; raft_compact() may not be called
- * while one is outstanding.
+ * be outstanding at a time, and between raft_ready() and raft_advance() the caller calls only
+ * raft_persisted() and the inspection functions (raft_status, raft_progress, raft_term_at).
  *
  * Configuration changes take effect when the configuration entry is COMMITTED (as known to this
  * member), like etcd's apply-time rule but without waiting for the caller's apply. Safety
@@ -170,9 +170,9 @@ struct raft_msg {
     uint64_t index;
     uint64_t log_term;
     uint64_t commit;
-    uint64_t hint_index; /* APPEND_RESP reject: first index of the conflicting term, or the
-                            follower's last index + 1 when its log is too short */
-    uint64_t hint_term;  /* APPEND_RESP reject: term of the follower's entry at index, or 0 */
+    uint64_t hint_index; /* APPEND_RESP reject: the largest index <= the rejected one (and <=
+                            the follower's last) whose term is <= the leader's log_term */
+    uint64_t hint_term;  /* APPEND_RESP reject: the follower's term at hint_index */
     uint64_t context;
     uint64_t offset; /* SNAPSHOT(_RESP): byte offset of the chunk */
     uint32_t entries_len;
@@ -385,6 +385,10 @@ struct raft_progress_info {
 };
 /* Leader only: the replication progress of peer. 0, BATON_ENOTLEADER or BATON_ENOTFOUND. */
 int raft_progress(const struct raft *r, uint64_t peer, struct raft_progress_info *p);
+
+/* The metadata of the latest snapshot (set by raft_compact, an installed snapshot, or
+ * raft_restore): what the caller stores next to the snapshot's bytes. */
+void raft_snapshot_meta(const struct raft *r, struct raft_snapshot_meta *out);
 
 /* The term of the entry at index, if raft has it (index == snapshot index included). */
 int raft_term_at(const struct raft *r, uint64_t index, uint64_t *term);
