@@ -170,13 +170,11 @@ static int store_rebuild(struct mvcc_store *s, MDB_txn *txn, int64_t *max_main)
             err = BATON_ECORRUPT;
             break;
         }
-        struct kent *e = kidx_get(&s->idx, f.key.p, f.key.len);
-        if (e && e->nrevs && kent_revs(e)[e->nrevs - 1] >= r) {
-            err = BATON_ECORRUPT;
+        if ((err = kidx_add(&s->idx, f.key.p, f.key.len, r)) != 0) {
+            if (err == BATON_EINVAL)
+                err = BATON_ECORRUPT; /* revisions out of order on disk */
             break;
         }
-        if ((err = kidx_add(&s->idx, f.key.p, f.key.len, r)) != 0)
-            break;
         last = r;
     }
     mdb_cursor_close(cur);
