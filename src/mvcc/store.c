@@ -245,6 +245,7 @@ static int store_open_dbis(struct mvcc_store *s, unsigned flags)
     return mdb_to_err(mdb_txn_commit(txn));
 }
 
+int store_verify_file(const char *path, char *why, size_t why_len);
 int store_env_open(struct mvcc_store *s);
 int store_env_open(struct mvcc_store *s)
 {
@@ -331,7 +332,16 @@ int mvcc_open(const struct mvcc_config *cfg, struct mvcc_store **out, char *errb
         free(s);
         return BATON_ENOMEM;
     }
-    int rc = store_env_open(s);
+    char why[160] = "";
+    int rc = store_verify_file(s->path, why, sizeof(why));
+    if (rc != 0) {
+        if (errbuf && errbuf_len)
+            snprintf(errbuf, errbuf_len, "%s: structural check: %s: %s", s->path,
+                     why[0] ? why : "unreadable", mvcc_strerror(rc));
+        mvcc_close(s);
+        return rc;
+    }
+    rc = store_env_open(s);
     if (rc != 0) {
         set_err(errbuf, errbuf_len, s->path, "opening LMDB file", rc);
         mvcc_close(s);
