@@ -81,6 +81,7 @@ struct mvcc_config {
     uint64_t map_size_bytes;    /* LMDB map size; default quota + max(quota/2, 64 MiB) headroom */
     uint32_t max_txn_ops;       /* default 128 as etcd's --max-txn-ops */
     uint32_t watch_batch_max;   /* most events per watch callback; default 1000 */
+    int64_t min_lease_ttl_s;    /* shorter lease TTLs are raised to this (etcd: 1.5 × election) */
     const struct log_sink *log; /* borrowed, may be NULL */
 };
 
@@ -277,8 +278,11 @@ int mvcc_aux_get(struct mvcc_store *s, struct mvcc_bytes name, struct arena *a,
  * Grant and revoke are replicated (inside a batch). Renew, promote, demote and expiry queries
  * are leader-local, never persisted, as in etcd. */
 #define MVCC_MAX_LEASE_TTL 9000000000LL
-/* id 0: a fresh id derived from the batch's Raft index (identical on every member). */
-int mvcc_lease_grant(struct mvcc_store *s, int64_t id, int64_t ttl_s, int64_t *granted_id);
+/* id 0: a fresh id derived from the Raft index set by mvcc_batch_begin/set_index (identical on
+ * every member when the server sets the index of each entry before applying it). The TTL is
+ * raised to min_lease_ttl_s; *granted_ttl_s (may be NULL) gets the TTL in force. */
+int mvcc_lease_grant(struct mvcc_store *s, int64_t id, int64_t ttl_s, int64_t *granted_id,
+                     int64_t *granted_ttl_s);
 /* Deletes the attached keys in one revision, then the lease. */
 int mvcc_lease_revoke(struct mvcc_store *s, int64_t id);
 /* Leader: resets the lease's expiry to now + TTL; *ttl_s gets the TTL. */
@@ -287,7 +291,8 @@ int mvcc_lease_renew(struct mvcc_store *s, int64_t id, uint64_t now_ms, int64_t 
 void mvcc_lease_promote(struct mvcc_store *s, uint64_t now_ms);
 /* Follower: no expiry tracking. */
 void mvcc_lease_demote(struct mvcc_store *s);
-/* Leader: up to max ids of leases expired at now_ms (earliest first); *n gets the count. */
+/* Leader: up to max ids of leases expired at now_ms (in heap order, not sorted); *n gets the
+ * count. Leases stay until their revoke is applied, so a later call reports them again. */
 int mvcc_lease_expired(struct mvcc_store *s, uint64_t now_ms, int64_t *ids, size_t max, size_t *n);
 struct mvcc_lease_info {
     int64_t id, ttl_s, granted_ttl_s; /* ttl_s: remaining (-1: expired/not tracked) */

@@ -225,7 +225,7 @@ TEST(put_flags_and_errors)
     CHECK_EQ(mvcc_put(s, &r, &A, &resp), MVCC_ELEASENOTFOUND);
     CHECK_EQ(mvcc_rev(s), 1);
     int64_t lid;
-    CHECK_OK(mvcc_lease_grant(s, 77, 60, &lid));
+    CHECK_OK(mvcc_lease_grant(s, 77, 60, &lid, NULL));
     CHECK_OK(mvcc_put(s, &r, &A, &resp));
     r = (struct mvcc_put_req){
         .key = B("a"), .value = B("new"), .ignore_lease = true, .prev_kv = true};
@@ -568,12 +568,12 @@ TEST(leases_grant_revoke_ttl)
     struct mvcc_store *s = open_store();
     int64_t id1, id2, id3;
     begin(s);
-    CHECK_OK(mvcc_lease_grant(s, 0, 10, &id1));
-    CHECK_OK(mvcc_lease_grant(s, 0, 20, &id2));
+    CHECK_OK(mvcc_lease_grant(s, 0, 10, &id1, NULL));
+    CHECK_OK(mvcc_lease_grant(s, 0, 20, &id2, NULL));
     CHECK_NE(id1, id2);
     CHECK_GT(id1, 0);
-    CHECK_EQ(mvcc_lease_grant(s, id1, 5, &id3), MVCC_ELEASEEXISTS);
-    CHECK_EQ(mvcc_lease_grant(s, 0, MVCC_MAX_LEASE_TTL + 1, &id3), MVCC_ELEASETTLTOOLARGE);
+    CHECK_EQ(mvcc_lease_grant(s, id1, 5, &id3, NULL), MVCC_ELEASEEXISTS);
+    CHECK_EQ(mvcc_lease_grant(s, 0, MVCC_MAX_LEASE_TTL + 1, &id3, NULL), MVCC_ELEASETTLTOOLARGE);
     CHECK_OK(mvcc_batch_commit(s));
     CHECK_OK(put(s, "l/a", "1", id1)); /* 2 */
     CHECK_OK(put(s, "l/b", "1", id1)); /* 3 */
@@ -642,11 +642,11 @@ TEST(lease_ids_deterministic)
     int64_t a, b;
     /* Different batching, same per-entry index: same ids. */
     CHECK_OK(mvcc_batch_begin(s1, 7, 1));
-    CHECK_OK(mvcc_lease_grant(s1, 0, 5, &a));
+    CHECK_OK(mvcc_lease_grant(s1, 0, 5, &a, NULL));
     CHECK_OK(mvcc_batch_commit(s1));
     CHECK_OK(mvcc_batch_begin(s2, 5, 1));
     CHECK_OK(mvcc_batch_set_index(s2, 7, 1));
-    CHECK_OK(mvcc_lease_grant(s2, 0, 5, &b));
+    CHECK_OK(mvcc_lease_grant(s2, 0, 5, &b, NULL));
     CHECK_OK(mvcc_batch_commit(s2));
     CHECK_EQ(a, b);
     mvcc_close(s1);
@@ -825,7 +825,7 @@ TEST(quota_alarm)
     CHECK_EQ(put(s, "a", "1", 0), BATON_ENOSPACE);
     int64_t id;
     begin(s);
-    CHECK_EQ(mvcc_lease_grant(s, 0, 5, &id), BATON_ENOSPACE);
+    CHECK_EQ(mvcc_lease_grant(s, 0, 5, &id, NULL), BATON_ENOSPACE);
     struct mvcc_op ops[] = {op_put("k", "v")};
     struct mvcc_txn_req t = {NULL, 0, ops, 1, NULL, 0};
     struct mvcc_txn_resp resp;
@@ -1055,4 +1055,24 @@ TEST(corrupt_pages_never_crash)
     test_log("150 damaged copies: %d opened, %d refused with an error", opened, refused);
     free(orig);
     free(copy);
+}
+
+TEST(lease_min_ttl)
+{
+    struct mvcc_config cfg;
+    mvcc_config_default(&cfg);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/minttl", test_tmpdir());
+    cfg.path = path;
+    cfg.min_lease_ttl_s = 5;
+    struct mvcc_store *s;
+    CHECK_OK(mvcc_open(&cfg, &s, NULL, 0));
+    int64_t id, ttl;
+    CHECK_OK(mvcc_batch_begin(s, 1, 1));
+    CHECK_OK(mvcc_lease_grant(s, 0, 1, &id, &ttl));
+    CHECK_EQ(ttl, 5);
+    CHECK_OK(mvcc_lease_grant(s, 0, 60, &id, &ttl));
+    CHECK_EQ(ttl, 60);
+    CHECK_OK(mvcc_batch_commit(s));
+    mvcc_close(s);
 }
