@@ -273,6 +273,10 @@ int mvcc_aux_put(struct mvcc_store *s, struct mvcc_bytes name, struct mvcc_bytes
 int mvcc_aux_delete(struct mvcc_store *s, struct mvcc_bytes name);
 int mvcc_aux_get(struct mvcc_store *s, struct mvcc_bytes name, struct arena *a,
                  struct mvcc_bytes *value);
+/* Up to max entries whose names start with prefix (empty: all), in name order, copied into the
+ * arena; *more tells whether entries were left out. */
+int mvcc_aux_list(struct mvcc_store *s, struct mvcc_bytes prefix, size_t max, struct arena *a,
+                  struct mvcc_bytes **names, struct mvcc_bytes **values, size_t *n, bool *more);
 
 /* ---- Leases -------------------------------------------------------------------------------
  * Grant and revoke are replicated (inside a batch). Renew, promote, demote and expiry queries
@@ -324,7 +328,9 @@ struct mvcc_watch_batch {
     size_t events_len;
 };
 /* Returns 0 when it took the batch, BATON_EBUSY when its own bounded buffer is full: the watcher
- * then moves to the catch-up set and the same events are re-read from LMDB by mvcc_watch_step. */
+ * then moves to the catch-up set and the same events are re-read from LMDB by mvcc_watch_step.
+ * The callback must not call into the store (cancel, create, ...): it queues such work for
+ * after the call that delivered (mvcc_batch_commit, mvcc_watch_step, mvcc_watch_progress). */
 typedef int (*mvcc_watch_fn)(void *ctx, const struct mvcc_watch_batch *b);
 
 struct mvcc_watch_req {

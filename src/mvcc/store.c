@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define META_APPLIED_INDEX "applied_index"
 #define META_APPLIED_TERM  "applied_term"
@@ -332,6 +333,10 @@ int mvcc_open(const struct mvcc_config *cfg, struct mvcc_store **out, char *errb
         free(s);
         return BATON_ENOMEM;
     }
+    /* A copy left by a defragmentation interrupted before its switch is garbage. */
+    char stale[4200];
+    if ((size_t)snprintf(stale, sizeof(stale), "%s.defrag", s->path) < sizeof(stale))
+        unlink(stale);
     char why[160] = "";
     int rc = store_verify_file(s->path, why, sizeof(why));
     if (rc != 0) {
@@ -1661,6 +1666,53 @@ int mvcc_aux_get(struct mvcc_store *s, struct mvcc_bytes name, struct arena *a,
     }
     store_read_done(s, txn);
     return rc;
+}
+
+int mvcc_aux_list(struct mvcc_store *s, struct mvcc_bytes prefix, size_t max, struct arena *a,
+                  struct mvcc_bytes **names, struct mvcc_bytes **values, size_t *n, bool *more)
+{
+    *n = 0;
+    *more = false;
+    if (prefix.len > AUX_NAME_MAX)
+        return BATON_EINVAL;
+    *names = arena_alloc(a, (max ? max : 1) * sizeof(**names));
+    *values = arena_alloc(a, (max ? max : 1) * sizeof(**values));
+    if (!*names || !*values)
+        return BATON_ENOMEM;
+    MDB_txn *txn;
+    int rc = store_read_txn(s, &txn);
+    if (rc != 0)
+        return rc;
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, s->dbi_aux, &cur)) != 0) {
+        store_read_done(s, txn);
+        return mdb_to_err(rc);
+    }
+    MDB_val k = {prefix.len, (void *)prefix.p}, d;
+    int err = 0;
+    for (rc = mdb_cursor_get(cur, &k, &d, prefix.len ? MDB_SET_RANGE : MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+        if (prefix.len && (k.mv_size < prefix.len || memcmp(k.mv_data, prefix.p, prefix.len) != 0))
+            break;
+        if (*n == max) {
+            *more = true;
+            break;
+        }
+        uint8_t *kp = arena_dup(a, k.mv_data, k.mv_size ? k.mv_size : 1);
+        uint8_t *dp = arena_dup(a, d.mv_data, d.mv_size ? d.mv_size : 1);
+        if (!kp || !dp) {
+            err = BATON_ENOMEM;
+            break;
+        }
+        (*names)[*n] = (struct mvcc_bytes){kp, k.mv_size};
+        (*values)[*n] = (struct mvcc_bytes){dp, d.mv_size};
+        (*n)++;
+    }
+    mdb_cursor_close(cur);
+    store_read_done(s, txn);
+    if (!err && rc != 0 && rc != MDB_NOTFOUND)
+        err = mdb_to_err(rc);
+    return err;
 }
 
 bool mvcc_quota_exceeded(struct mvcc_store *s)

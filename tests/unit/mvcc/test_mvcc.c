@@ -5,6 +5,8 @@
 #include "test.h"
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1075,4 +1077,89 @@ TEST(lease_min_ttl)
     CHECK_EQ(ttl, 60);
     CHECK_OK(mvcc_batch_commit(s));
     mvcc_close(s);
+}
+
+TEST(aux_table)
+{
+    struct mvcc_store *s = open_store();
+    begin(s);
+    CHECK_OK(mvcc_aux_put(s, B("members/2"), B("b")));
+    CHECK_OK(mvcc_aux_put(s, B("members/1"), B("a")));
+    CHECK_OK(mvcc_aux_put(s, B("members/3"), B("c")));
+    CHECK_OK(mvcc_aux_put(s, B("cluster/id"), B("x")));
+    CHECK_OK(mvcc_aux_delete(s, B("members/3")));
+    CHECK_EQ(mvcc_aux_delete(s, B("members/9")), BATON_ENOTFOUND);
+    CHECK_OK(mvcc_batch_commit(s));
+    CHECK_EQ(mvcc_aux_put(s, B("x"), B("y")), BATON_EINVAL); /* outside a batch */
+    struct mvcc_bytes *names, *values, v;
+    size_t n;
+    bool more;
+    CHECK_OK(mvcc_aux_list(s, B("members/"), 10, &A, &names, &values, &n, &more));
+    CHECK_EQ(n, 2);
+    CHECK(!more);
+    CHECK_MEM(names[0].p, names[0].len, "members/1", 9);
+    CHECK_MEM(values[1].p, values[1].len, "b", 1);
+    CHECK_OK(mvcc_aux_list(s, (struct mvcc_bytes){0}, 2, &A, &names, &values, &n, &more));
+    CHECK_EQ(n, 2);
+    CHECK(more);
+    CHECK_MEM(names[0].p, names[0].len, "cluster/id", 10);
+    mvcc_close(s);
+    arena_free(&A);
+    s = open_store_at(g_path);
+    CHECK_OK(mvcc_aux_get(s, B("members/2"), &A, &v));
+    CHECK_MEM(v.p, v.len, "b", 1);
+    CHECK_EQ(mvcc_aux_get(s, B("members/3"), &A, &v), BATON_ENOTFOUND);
+    CHECK_EQ(mvcc_rev(s), 1); /* the aux table has no revisions */
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+/* A writer killed (SIGKILL) at a random moment: the store reopens, and its applied index and
+ * data agree (each batch i writes counter = i and key k<i>, in one LMDB transaction). */
+TEST(killed_writer_reopens_consistent)
+{
+    snprintf(g_path, sizeof(g_path), "%s/killed", test_tmpdir());
+    struct prng rng;
+    prng_seed(&rng, 5);
+    for (int round = 0; round < 3; round++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            struct mvcc_store *w = open_store_at(g_path);
+            for (uint64_t i = mvcc_applied_index(w) + 1;; i++) {
+                char k[32], v[32];
+                snprintf(k, sizeof(k), "k%llu", (unsigned long long)i);
+                snprintf(v, sizeof(v), "%llu", (unsigned long long)i);
+                struct mvcc_put_req r1 = {.key = B("counter"), .value = B(v)};
+                struct mvcc_put_req r2 = {.key = B(k), .value = B(v)};
+                struct mvcc_put_resp resp;
+                if (mvcc_batch_begin(w, i, 1) || mvcc_put(w, &r1, &A, &resp) ||
+                    mvcc_put(w, &r2, &A, &resp) || mvcc_batch_commit(w))
+                    _exit(3);
+                arena_reset(&A);
+            }
+        }
+        usleep((useconds_t)(50000 + prng_below(&rng, 200000)));
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        CHECK(WIFSIGNALED(st));
+        struct mvcc_store *s = open_store_at(g_path);
+        uint64_t idx = mvcc_applied_index(s);
+        struct mvcc_kv kv;
+        if (idx > 0) {
+            CHECK(get(s, "counter", 0, &kv));
+            CHECK_EQ(strtoull((const char *)kv.value.p, NULL, 10), idx);
+            CHECK_EQ(kv.version, idx);
+            char k[32];
+            snprintf(k, sizeof(k), "k%llu", (unsigned long long)idx);
+            CHECK(get(s, k, 0, &kv));
+            snprintf(k, sizeof(k), "k%llu", (unsigned long long)idx + 1);
+            CHECK(!get(s, k, 0, &kv));
+        }
+        CHECK_EQ(mvcc_rev(s), 1 + 2 * (int64_t)idx);
+        test_log("round %d: killed after %llu batches", round, (unsigned long long)idx);
+        mvcc_close(s);
+        arena_free(&A);
+    }
 }
