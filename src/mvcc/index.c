@@ -15,6 +15,11 @@ static size_t kent_size(uint32_t klen)
     return sizeof(struct kent) + klen;
 }
 
+static size_t krevs_size(uint32_t cap)
+{
+    return sizeof(struct krevs) + (size_t)cap * sizeof(uint64_t);
+}
+
 int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {
     size_t n = alen < blen ? alen : blen;
@@ -31,7 +36,7 @@ static int kent_cmp(const struct kent *e, const uint8_t *k, size_t klen)
 
 static uint32_t key_hash(const uint8_t *k, size_t klen)
 {
-    return crc32c(k, klen);
+    return crc32c(k, klen) & 0x7fffffffu;
 }
 
 void kidx_init(struct kidx *x)
@@ -41,8 +46,8 @@ void kidx_init(struct kidx *x)
 
 static void kent_free(struct kent *e)
 {
-    if (e->cap > 1)
-        free(e->r.revs);
+    if (e->ool)
+        free(e->r.arr);
     free(e);
 }
 
@@ -245,9 +250,8 @@ static struct kent *kidx_insert(struct kidx *x, const uint8_t *k, size_t klen, u
     if (!e)
         return NULL;
     e->klen = (uint32_t)klen;
-    e->nrevs = 0;
-    e->cap = 1;
     e->hash = h;
+    e->ool = 0;
     e->r.rev = 0;
     if (klen)
         memcpy(e->data, k, klen);
@@ -266,38 +270,45 @@ int kidx_add(struct kidx *x, const uint8_t *k, size_t klen, uint64_t rev)
     struct kent *e = kidx_get(x, k, klen);
     if (!e && !(e = kidx_insert(x, k, klen, key_hash(k, klen))))
         return BATON_ENOMEM;
-    uint64_t *revs = kent_revs(e);
-    if (e->nrevs > 0 && revs[e->nrevs - 1] >= rev)
+    uint64_t last = kent_last(e);
+    if (last >= rev)
         return BATON_EINVAL;
-    if (e->nrevs == e->cap) {
-        uint32_t ncap = e->cap < 4 ? 4 : e->cap + e->cap / 2;
-        uint64_t *n;
-        if (e->cap == 1) {
-            if (!(n = malloc(ncap * sizeof(*n))))
-                return BATON_ENOMEM;
-            n[0] = e->r.rev;
-            x->bytes += ncap * sizeof(*n);
-        } else {
-            if (!(n = realloc(e->r.revs, ncap * sizeof(*n))))
-                return BATON_ENOMEM;
-            x->bytes += (ncap - e->cap) * sizeof(*n);
-        }
-        e->r.revs = n;
-        e->cap = ncap;
-        revs = n;
+    if (last == 0) {
+        e->r.rev = rev; /* a fresh entry: inline */
+        return 0;
     }
-    revs[e->nrevs++] = rev;
+    if (!e->ool) {
+        struct krevs *arr = malloc(krevs_size(4));
+        if (!arr)
+            return BATON_ENOMEM;
+        arr->n = 1;
+        arr->cap = 4;
+        arr->v[0] = e->r.rev;
+        e->r.arr = arr;
+        e->ool = 1;
+        x->bytes += krevs_size(4);
+    } else if (e->r.arr->n == e->r.arr->cap) {
+        uint32_t cap = e->r.arr->cap, ncap = cap + cap / 2;
+        struct krevs *arr = realloc(e->r.arr, krevs_size(ncap));
+        if (!arr)
+            return BATON_ENOMEM;
+        x->bytes += krevs_size(ncap) - krevs_size(cap);
+        arr->cap = ncap;
+        e->r.arr = arr;
+    }
+    e->r.arr->v[e->r.arr->n++] = rev;
     return 0;
 }
 
 uint64_t kent_at(struct kent *e, int64_t rev)
 {
     uint64_t *revs = kent_revs(e);
+    uint32_t n = kent_nrevs(e);
     uint64_t lim = rev_after_main(rev);
     /* The newest revision is by far the most asked for: check it first. */
-    if (e->nrevs && revs[e->nrevs - 1] < lim)
-        return revs[e->nrevs - 1];
-    uint32_t lo = 0, hi = e->nrevs;
+    if (n && revs[n - 1] < lim)
+        return revs[n - 1];
+    uint32_t lo = 0, hi = n;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         if (revs[mid] < lim)
@@ -312,7 +323,7 @@ uint64_t kent_before(struct kent *e, uint64_t r)
 {
     uint64_t *revs = kent_revs(e);
     uint64_t lim = r & ~(uint64_t)1;
-    uint32_t lo = 0, hi = e->nrevs;
+    uint32_t lo = 0, hi = kent_nrevs(e);
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         if (revs[mid] < lim)
@@ -328,27 +339,32 @@ uint64_t kent_before(struct kent *e, uint64_t r)
 static uint32_t kent_compact(struct kidx *x, struct kent *e, int64_t rev)
 {
     uint64_t *revs = kent_revs(e);
+    uint32_t n = kent_nrevs(e);
     uint64_t lim = rev_after_main(rev);
     uint32_t p = 0;
-    while (p < e->nrevs && revs[p] < lim)
+    while (p < n && revs[p] < lim)
         p++;
     /* revs[0, p) are <= rev; keep revs[p-1] if it is live. */
     uint32_t from = p;
     if (p > 0 && !rev_tomb(revs[p - 1]))
         from = p - 1;
     if (from > 0) {
-        memmove(revs, revs + from, (e->nrevs - from) * sizeof(*revs));
-        e->nrevs -= from;
+        memmove(revs, revs + from, (n - from) * sizeof(*revs));
+        n -= from;
+        if (e->ool)
+            e->r.arr->n = n;
+        else
+            e->r.rev = 0; /* n is 0: the single revision went */
     }
-    if (e->cap > 1 && e->nrevs <= 1) {
+    if (e->ool && n <= 1) {
         /* Back to the inline form: most keys end up here after a compaction. */
-        uint64_t only = e->nrevs ? revs[0] : 0;
-        x->bytes -= e->cap * sizeof(*revs);
-        free(e->r.revs);
-        e->cap = 1;
+        uint64_t only = n ? revs[0] : 0;
+        x->bytes -= krevs_size(e->r.arr->cap);
+        free(e->r.arr);
+        e->ool = 0;
         e->r.rev = only;
     }
-    return e->nrevs;
+    return n;
 }
 
 void kidx_compact(struct kidx *x, int64_t rev)

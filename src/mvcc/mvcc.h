@@ -44,7 +44,9 @@
  *   MVCC_ELEASEEXISTS         "etcdserver: lease already exists"
  *   MVCC_ELEASETTLTOOLARGE    "etcdserver: too large lease TTL"
  *   MVCC_ETOOMANYOPS          "etcdserver: too many operations in txn request"
- * Others: BATON_EINVAL (misuse), BATON_ENOMEM, BATON_ECORRUPT (bad data file; the open error
+ * Others: BATON_ETOOBIG (a bound: more than 8.4 million changes in one revision, e.g. one
+ * DeleteRange of more keys, or the 2^40th revision; see internal.h), BATON_EINVAL (misuse),
+ * BATON_ENOMEM, BATON_ECORRUPT (bad data file; the open error
  * text names the path), BATON_EBUSY (a defragmentation is switching files), BATON_ECLOSED
  * (poisoned handle), -errno from the system.
  */

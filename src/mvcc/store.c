@@ -212,7 +212,7 @@ static int store_restore_leases(struct mvcc_store *s, MDB_txn *txn)
     for (struct kpos p = kidx_seek(&s->idx, NULL, 0); kidx_at(&s->idx, p);
          p = kidx_next(&s->idx, p)) {
         struct kent *e = kidx_at(&s->idx, p);
-        uint64_t r = kent_revs(e)[e->nrevs - 1];
+        uint64_t r = kent_last(e);
         if (rev_tomb(r))
             continue;
         struct mvcc_bytes val;
@@ -516,7 +516,15 @@ static int write_check(struct mvcc_store *s)
 {
     if (s->poisoned)
         return BATON_ECLOSED;
-    return s->wtxn ? 0 : BATON_EINVAL;
+    if (!s->wtxn)
+        return BATON_EINVAL;
+    return s->rev + 1 < REV_MAIN_MAX ? 0 : BATON_ETOOBIG;
+}
+
+/* Whether n more changes fit in the revision being written. */
+static int sub_room(struct mvcc_store *s, size_t n)
+{
+    return (uint64_t)s->op_sub + n < (uint64_t)REV_SUB_MAX ? 0 : BATON_ETOOBIG;
 }
 
 /* ---- KeyValues into the caller's arena ---------------------------------------------------- */
@@ -752,9 +760,9 @@ static int latest_live(struct mvcc_store *s, const uint8_t *k, size_t klen, stru
 {
     *found = false;
     struct kent *e = kidx_get(&s->idx, k, klen);
-    if (!e || e->nrevs == 0)
+    uint64_t r = e ? kent_last(e) : 0;
+    if (r == 0)
         return 0;
-    uint64_t r = kent_revs(e)[e->nrevs - 1];
     if (rev_tomb(r))
         return 0;
     int rc = store_get_rec(s, s->wtxn, r, val);
@@ -944,6 +952,12 @@ static int delete_list(struct mvcc_store *s, struct mvcc_bytes *keys, size_t n, 
     return 0;
 }
 
+static int count_visit(void *ctx, struct kent *e, uint64_t r)
+{
+    (*(size_t *)ctx)++;
+    return 0;
+}
+
 static int delete_apply(struct mvcc_store *s, const struct mvcc_delete_req *req, struct arena *a,
                         struct mvcc_delete_resp *resp)
 {
@@ -952,6 +966,8 @@ static int delete_apply(struct mvcc_store *s, const struct mvcc_delete_req *req,
     int rc = index_walk(s, req->key, req->range_end, s->rev + 1, keylist_visit, &l);
     if (rc != 0)
         return rc;
+    /* Checked before, for the whole request (mvcc_delete_range, txn_check_path); asserted. */
+    BATON_ASSERT(sub_room(s, l.n) == 0);
     return delete_list(s, l.k, l.n, req->prev_kv, a, resp);
 }
 
@@ -998,6 +1014,10 @@ int mvcc_delete_range(struct mvcc_store *s, const struct mvcc_delete_req *req, s
     if (req->key.len == 0)
         return MVCC_EEMPTYKEY;
     arena_reset(&s->scratch);
+    size_t live = 0;
+    if ((rc = index_walk(s, req->key, req->range_end, s->rev, count_visit, &live)) != 0 ||
+        (rc = sub_room(s, live)) != 0)
+        return rc;
     if ((rc = delete_apply(s, req, a, resp)) != 0)
         return op_fail(s, rc);
     op_end(s);
@@ -1008,7 +1028,12 @@ int mvcc_delete_range(struct mvcc_store *s, const struct mvcc_delete_req *req, s
 int store_delete_keys(struct mvcc_store *s, struct mvcc_bytes *keys, size_t n)
 {
     struct mvcc_delete_resp resp = {0};
-    int rc = delete_list(s, keys, n, false, NULL, &resp);
+    int rc = write_check(s);
+    if (rc == 0)
+        rc = sub_room(s, n);
+    if (rc != 0)
+        return rc; /* nothing written */
+    rc = delete_list(s, keys, n, false, NULL, &resp);
     if (rc != 0)
         return op_fail(s, rc);
     op_end(s);
@@ -1336,9 +1361,10 @@ static int txn_compute_path(struct mvcc_store *s, MDB_txn *txn, const struct mvc
     return 0;
 }
 
-/* etcd's checkTxn along the path: request errors before anything is written. */
+/* etcd's checkTxn along the path: request errors before anything is written. *changes gets an
+ * upper bound of the changes the path makes (for the sub-revision bound). */
 static int txn_check_path(struct mvcc_store *s, MDB_txn *txn, const struct mvcc_txn_req *t,
-                          const bool *path, size_t *pi)
+                          const bool *path, size_t *pi, size_t *changes)
 {
     bool ok = path[(*pi)++];
     const struct mvcc_op *ops = ok ? t->success : t->failure;
@@ -1351,11 +1377,14 @@ static int txn_check_path(struct mvcc_store *s, MDB_txn *txn, const struct mvcc_
             break;
         case MVCC_OP_PUT:
             rc = put_check(s, txn, &ops[i].u.put);
+            (*changes)++;
             break;
         case MVCC_OP_DELETE:
+            rc = index_walk(s, ops[i].u.del.key, ops[i].u.del.range_end, s->rev, count_visit,
+                            changes);
             break;
         case MVCC_OP_TXN:
-            rc = txn_check_path(s, txn, ops[i].u.txn, path, pi);
+            rc = txn_check_path(s, txn, ops[i].u.txn, path, pi, changes);
             break;
         }
         if (rc != 0)
@@ -1436,9 +1465,14 @@ int mvcc_txn(struct mvcc_store *s, const struct mvcc_txn_req *req, struct arena 
     if (!s->wtxn || s->op_sub == 0)
         arena_reset(&s->scratch);
     struct txn_path tp = {0};
-    size_t pi = 0;
+    size_t pi = 0, changes = 0;
+    if (writes && (rc = write_check(s)) != 0) {
+        store_read_done(s, txn);
+        return rc;
+    }
     if ((rc = txn_compute_path(s, txn, req, &tp)) != 0 ||
-        (rc = txn_check_path(s, txn, req, tp.p, &pi)) != 0) {
+        (rc = txn_check_path(s, txn, req, tp.p, &pi, &changes)) != 0 ||
+        (rc = sub_room(s, changes)) != 0) {
         store_read_done(s, txn);
         return rc;
     }
@@ -1488,7 +1522,7 @@ static int rec_kept(struct mvcc_store *s, struct mvcc_bytes val, uint64_t r, boo
     if (!e)
         return 0;
     uint64_t *revs = kent_revs(e);
-    uint32_t lo = 0, hi = e->nrevs;
+    uint32_t n = kent_nrevs(e), lo = 0, hi = n;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         if (revs[mid] < r)
@@ -1496,7 +1530,7 @@ static int rec_kept(struct mvcc_store *s, struct mvcc_bytes val, uint64_t r, boo
         else
             hi = mid;
     }
-    *kept = lo < e->nrevs && revs[lo] == r;
+    *kept = lo < n && revs[lo] == r;
     return 0;
 }
 
