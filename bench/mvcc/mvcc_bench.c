@@ -11,6 +11,7 @@
 #include "mvcc/mvcc.h"
 
 #include <malloc.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,14 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 static long rss_kb(void)
@@ -122,8 +131,9 @@ static double bench_puts(struct mvcc_store *s, uint64_t *index, uint64_t first, 
  * counts every key of the range, so the range is bounded rather than open with a limit).
  * *avg gets the mean number of keys returned. */
 static double bench_ranges(struct mvcc_store *s, uint64_t keys, uint64_t width_keys, double seconds,
-                           struct arena *a, double *avg)
+                           struct arena *a, double *avg, double *per_cpu_s)
 {
+    double c0 = cpu_s();
     char key[32], end[32];
     struct prng rng;
     prng_seed(&rng, 1);
@@ -155,6 +165,7 @@ static double bench_ranges(struct mvcc_store *s, uint64_t keys, uint64_t width_k
         t = now_s() - t0;
     } while (t < seconds);
     *avg = (double)got / (double)n;
+    *per_cpu_s = (double)n / (cpu_s() - c0);
     return (double)n / t;
 }
 
@@ -179,6 +190,7 @@ int main(int argc, char **argv)
     arena_init(&a, 1 << 20);
     double p100[15], p1000[15], r1[15], r1000[15], bpk_m[15], bpk_r[15], bpk_i[15];
     double dcopy[15], dswitch[15], dbefore[15], dafter[15], rreads[15], ropen[15];
+    double ropen_cpu[15], r1c[15], r1000c[15];
     double avg1 = 0, avg1000 = 0;
     printf("mvcc-bench: dir=%s keys=%llu puts=%llu runs=%d\n", dir, (unsigned long long)keys,
            (unsigned long long)puts, runs);
@@ -207,20 +219,24 @@ int main(int argc, char **argv)
         mvcc_config_default(&cfg);
         cfg.path = path;
         cfg.quota_bytes = 8ull << 30;
-        double to = now_s();
+        double to = now_s(), co = cpu_s();
         int rc = mvcc_open(&cfg, &s, NULL, 0);
         if (rc)
             die("reopen", rc);
         ropen[run] = now_s() - to;
+        ropen_cpu[run] = cpu_s() - co;
         struct mallinfo2 m1 = mallinfo2();
         long rss1 = rss_kb();
         arena_init(&a, 1 << 20);
         index = mvcc_applied_index(s);
-        bpk_m[run] = (double)(m1.uordblks - m0.uordblks) / (double)keys;
+        /* Heap bytes in use: small chunks (uordblks) and mmapped large blocks (hblkhd, e.g. the
+         * hash table and the chunk array). */
+        bpk_m[run] =
+            ((double)(m1.uordblks - m0.uordblks) + (double)(m1.hblkhd - m0.hblkhd)) / (double)keys;
         bpk_r[run] = (double)(rss1 - rss0) * 1024.0 / (double)keys;
         bpk_i[run] = (double)mvcc_index_bytes(s) / (double)keys;
-        r1[run] = bench_ranges(s, keys, 0, 1.0, &a, &avg1);
-        r1000[run] = bench_ranges(s, keys, 1000, 1.0, &a, &avg1000);
+        r1[run] = bench_ranges(s, keys, 0, 1.0, &a, &avg1, &r1c[run]);
+        r1000[run] = bench_ranges(s, keys, 1000, 1.0, &a, &avg1000, &r1000c[run]);
 
         /* Defragmentation after deleting half the keys and compacting. */
         rc = mvcc_batch_begin(s, ++index, 1);
@@ -275,13 +291,15 @@ int main(int argc, char **argv)
     }
     printf("puts/s, batches of 100:        %.0f\n", median(p100, runs));
     printf("puts/s, batches of 1000:       %.0f\n", median(p1000, runs));
-    printf("ranges/s, single key:          %.0f\n", median(r1, runs));
-    printf("ranges/s, ~1000 keys:          %.0f (mean %.0f keys returned)\n", median(r1000, runs),
-           avg1000);
-    printf("reopen with index rebuild:     %.3f s for %llu keys\n", median(ropen, runs),
-           (unsigned long long)keys);
+    printf("ranges/s, single key:          %.0f (%.0f per CPU second)\n", median(r1, runs),
+           median(r1c, runs));
+    printf("ranges/s, ~1000 keys:          %.0f (%.0f per CPU second; mean %.0f keys returned)\n",
+           median(r1000, runs), median(r1000c, runs), avg1000);
+    printf("reopen with index rebuild:     %.3f s wall, %.3f s CPU for %llu keys\n",
+           median(ropen, runs), median(ropen_cpu, runs), (unsigned long long)keys);
     printf("index bytes/key (own count):   %.1f\n", median(bpk_i, runs));
-    printf("heap bytes/key after reopen (mallinfo2): %.1f\n", median(bpk_m, runs));
+    printf("heap bytes/key after reopen (mallinfo2, incl. malloc overhead): %.1f\n",
+           median(bpk_m, runs));
     printf("RSS bytes/key after reopen (incl. LMDB pages scanned): %.1f\n", median(bpk_r, runs));
     printf("defrag: file %.1f MB -> %.1f MB; writes refused for %.3f s (the copy); "
            "switch stalled the loop %.4f s; %.0f reads/s served during the copy\n",
