@@ -89,13 +89,18 @@ static int reg_key(const struct chaos_op *const *ops, size_t n, void *ctx)
         return 0;
     }
     if (res.verdict == CHAOS_LIN_VIOLATION) {
-        char d[200] = "?";
+        char d[200] = "?", st[32];
         if (res.stuck)
             describe(d, sizeof(d), res.stuck);
+        /* INT64_MIN stands for any value nobody read (see lin.c). */
+        if (res.stuck_state == INT64_MIN)
+            snprintf(st, sizeof(st), "(a value never read)");
+        else
+            snprintf(st, sizeof(st), "%" PRId64, res.stuck_state);
         chaos_report_add(c->rep, "nonlinearizable", ops[0]->key, n,
-                         "no linearization of %zu ops; deepest point %zu ops in, register=%" PRId64
-                         ", cannot place: %s",
-                         res.ops_searched, res.depth_max, res.stuck_state, d);
+                         "no linearization of %zu ops; deepest point %zu ops in, register=%s, "
+                         "cannot place: %s",
+                         res.ops_searched, res.depth_max, st, d);
     }
     return 0;
 }

@@ -1,0 +1,425 @@
+#!/usr/bin/env bash
+# The chaos runner: starts N members of an etcd-flag-compatible server (etcd today, batond
+# later), each in its own network namespace on a private bridge, runs the workload clients from
+# a namespace of their own, injects faults from a seeded schedule, heals everything, and checks
+# the recorded history. Closing line:
+#   ops=N ok=N fail=N info=N faults=N anomalies=N result=valid|invalid
+# Exit status: 0 valid, 1 invalid, 2 setup or usage error, 3 the checker could not decide,
+# 77 skipped (not root, or no network namespaces here).
+#
+# Everything it creates (namespaces bc<pid>n<i>/bc<pid>c, bridge bc<pid>br, veths, iptables
+# rules inside those namespaces, server processes) is removed on exit, on failure and on
+# Ctrl-C; leftovers of a killed run (whose pid is gone) are removed at the next start.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+
+SERVER=/usr/bin/etcd
+ETCDCTL=${ETCDCTL:-/usr/bin/etcdctl}
+DURATION=60
+SEED=${SEED:-$(date +%s)}
+NODES=3
+WORKLOAD=reg,append,watch,lock
+NEMESIS=partition,kill,pause,transfer,member
+SERIALIZABLE=0
+CHECKER=""
+OUT="$HERE/out"
+KEEP=0
+NPM_PREFIX=${CHAOS_NPM_PREFIX:-$HOME/.cache/baton/npm}
+ETCD3_VERSION=1.1.2
+
+usage() {
+    cat >&2 <<EOF
+usage: $0 [--server PATH] [--duration S] [--seed N] [--nodes 3|5] [--workload LIST]
+          [--nemesis LIST] [--serializable-reads] [--checker PATH] [--out DIR] [--keep]
+  --workload  comma list of: reg append watch lock        (default $WORKLOAD)
+  --nemesis   comma list of: partition kill pause transfer member none
+              partition-leader (calibration: isolate the leader, pause it)
+                                                          (default $NEMESIS)
+EOF
+    exit 2
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --server) SERVER=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --seed) SEED=$2; shift 2 ;;
+    --nodes) NODES=$2; shift 2 ;;
+    --workload) WORKLOAD=$2; shift 2 ;;
+    --nemesis) NEMESIS=$2; shift 2 ;;
+    --serializable-reads) SERIALIZABLE=1; shift ;;
+    --checker) CHECKER=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    *) usage ;;
+    esac
+done
+
+die() { echo "chaos: $*" >&2; exit 2; }
+[[ $DURATION =~ ^[0-9]+$ ]] && [ "$DURATION" -ge 5 ] && [ "$DURATION" -le 86400 ] ||
+    die "--duration must be 5..86400 seconds"
+[[ $SEED =~ ^[0-9]+$ ]] || die "--seed must be a number"
+[ "$NODES" = 3 ] || [ "$NODES" = 5 ] || die "--nodes must be 3 or 5"
+[ -x "$SERVER" ] || die "--server $SERVER is not an executable"
+[ -x "$ETCDCTL" ] || die "etcdctl not found at $ETCDCTL (set ETCDCTL)"
+skip() { echo "chaos: SKIPPED: $*" >&2; exit 77; }
+[ "$(id -u)" = 0 ] || skip "needs root (network namespaces, iptables)"
+command -v node >/dev/null || die "node is not installed"
+if [ -z "$CHECKER" ]; then
+    for c in "$ROOT"/build/release/tests/chaos/chaos_check "$ROOT"/build/asan/tests/chaos/chaos_check; do
+        [ -x "$c" ] && CHECKER=$c && break
+    done
+fi
+[ -n "$CHECKER" ] && [ -x "$CHECKER" ] || die "chaos_check not built (make build, or --checker PATH)"
+
+RID="bc$$"
+CNS="${RID}c"
+BR="${RID}br"
+SUBNET=10.77.0
+CLIENT_IP=$SUBNET.100
+RUN_DIR="$OUT/$(date +%Y%m%d-%H%M%S)-seed$SEED-$$"
+mkdir -p "$RUN_DIR"
+NEMLOG="$RUN_DIR/nemesis.log"
+T0=$EPOCHREALTIME
+
+log() { printf '%s t=%s %s\n' "$(date +%H:%M:%S)" "$(awk -v a="$EPOCHREALTIME" -v b="$T0" 'BEGIN{printf "%.3f", a - b}')" "$*" >>"$NEMLOG"; }
+say() { echo "chaos: $*"; log "$*"; }
+
+member_ns() { echo "${RID}n$1"; }
+member_ip() { echo "$SUBNET.$((10 + $1))"; }
+INITIAL_CLUSTER=""
+for i in $(seq 1 "$NODES"); do
+    INITIAL_CLUSTER+="${INITIAL_CLUSTER:+,}m$i=http://$(member_ip "$i"):2380"
+done
+ENDPOINTS=""
+for i in $(seq 1 "$NODES"); do ENDPOINTS+="${ENDPOINTS:+,}$(member_ip "$i"):2379"; done
+
+declare -A PID=()     # member -> server pid
+declare -A PAUSED=()  # member -> 1 while SIGSTOPped
+WORKLOAD_PID=""
+FAULTS=0
+
+# --- cleanup -------------------------------------------------------------------------------
+
+# Removes the namespaces, bridge and veths of run $1 (a "bc<pid>" prefix), killing what runs
+# inside those namespaces (only our servers and clients ever do).
+remove_run() {
+    local rid=$1 ns p
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${rid}(n[0-9]+|c)$" || true); do
+        for p in $(ip netns pids "$ns" 2>/dev/null || true); do
+            kill -CONT "$p" 2>/dev/null || true
+            kill -9 "$p" 2>/dev/null || true
+        done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' |
+        grep -E "^${rid}(br|v[0-9]+|vc)$" || true); do
+        ip link del "$l" 2>/dev/null || true
+    done
+}
+
+cleanup_stale() {
+    local rid pid
+    for rid in $( (ip netns list 2>/dev/null | awk '{print $1}'
+        ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//') |
+        grep -oE '^bc[0-9]+' | sort -u); do
+        pid=${rid#bc}
+        [ "$pid" = "$$" ] && continue
+        if kill -0 "$pid" 2>/dev/null && grep -q "run.sh" "/proc/$pid/cmdline" 2>/dev/null; then
+            continue # a live run of someone else
+        fi
+        echo "chaos: removing leftovers of dead run $rid"
+        remove_run "$rid"
+    done
+}
+
+CLEANED=0
+cleanup() {
+    local rc=$?
+    [ "$CLEANED" = 1 ] && return
+    CLEANED=1
+    trap - EXIT INT TERM
+    if [ -n "$WORKLOAD_PID" ]; then kill -9 "$WORKLOAD_PID" 2>/dev/null || true; fi
+    for i in "${!PID[@]}"; do
+        kill -CONT "${PID[$i]}" 2>/dev/null || true
+        kill -9 "${PID[$i]}" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    remove_run "$RID"
+    if ip netns list | grep -q "^$RID" || ip -o link show | grep -q ": $RID"; then
+        echo "chaos: WARNING: cleanup left something behind for $RID" >&2
+    fi
+    return $rc
+}
+trap cleanup EXIT
+trap 'echo "chaos: interrupted" >&2; exit 130' INT TERM
+
+# --- setup ---------------------------------------------------------------------------------
+
+setup_net() {
+    ip netns add "$RID-probe" 2>/dev/null && ip netns del "$RID-probe" ||
+        skip "network namespaces are unavailable here (ip netns add failed); the loopback fallback is not implemented"
+    ip link add "$BR" type bridge
+    ip link set "$BR" up
+    local i
+    for i in $(seq 1 "$NODES") c; do
+        local ns veth ip
+        if [ "$i" = c ]; then ns=$CNS veth="${RID}vc" ip=$CLIENT_IP; else
+            ns=$(member_ns "$i") veth="${RID}v$i" ip=$(member_ip "$i"); fi
+        ip netns add "$ns"
+        ip link add "$veth" type veth peer name eth0 netns "$ns"
+        ip link set "$veth" master "$BR" up
+        ip -n "$ns" link set lo up
+        ip -n "$ns" addr add "$ip/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        if [ "$i" != c ]; then
+            ip netns exec "$ns" iptables -N CHAOS
+            ip netns exec "$ns" iptables -I INPUT -j CHAOS
+        fi
+    done
+}
+
+ensure_client() {
+    if [ ! -f "$NPM_PREFIX/node_modules/etcd3/package.json" ] ||
+        ! grep -q "\"version\": \"$ETCD3_VERSION\"" "$NPM_PREFIX/node_modules/etcd3/package.json"; then
+        echo "chaos: installing npm etcd3@$ETCD3_VERSION into $NPM_PREFIX"
+        mkdir -p "$NPM_PREFIX"
+        timeout 300 npm install --prefix "$NPM_PREFIX" --no-audit --no-fund "etcd3@$ETCD3_VERSION" \
+            >"$RUN_DIR/npm.log" 2>&1 || die "npm install failed, see $RUN_DIR/npm.log"
+    fi
+}
+
+start_member() { # $1 member, $2 new|existing
+    local i=$1 ns ip
+    ns=$(member_ns "$i") ip=$(member_ip "$i")
+    ip netns exec "$ns" "$SERVER" --name "m$i" --data-dir "$RUN_DIR/data/m$i" \
+        --listen-client-urls "http://$ip:2379" --advertise-client-urls "http://$ip:2379" \
+        --listen-peer-urls "http://$ip:2380" --initial-advertise-peer-urls "http://$ip:2380" \
+        --initial-cluster "$INITIAL_CLUSTER" --initial-cluster-state "$2" \
+        --initial-cluster-token "chaos-$RID" --heartbeat-interval 100 --election-timeout 1000 \
+        >>"$RUN_DIR/m$i.log" 2>&1 &
+    PID[$i]=$!
+}
+
+ctl() { # etcdctl from the client namespace, bounded
+    timeout 10 ip netns exec "$CNS" "$ETCDCTL" --dial-timeout=2s --command-timeout=4s "$@"
+}
+
+# Prints the number of the member that leads (empty when none answers as leader).
+leader() {
+    local line i
+    line=$(ctl --endpoints "$ENDPOINTS" endpoint status -w simple 2>/dev/null | awk -F', ' '$5 == "true" {print $1}' | head -1)
+    for i in $(seq 1 "$NODES"); do
+        [ "${line#http://}" = "$(member_ip "$i"):2379" ] && echo "$i" && return
+    done
+    true
+}
+
+member_id() { # hex id of member $1
+    ctl --endpoints "$ENDPOINTS" member list -w simple 2>/dev/null | awk -F', ' -v n="m$1" '$3 == n {print $1}'
+}
+
+wait_healthy() { # all members answer a linearizable read; bounded by $1 seconds
+    local deadline=$((SECONDS + $1))
+    while [ $SECONDS -lt $deadline ]; do
+        if ctl --endpoints "$ENDPOINTS" endpoint health >/dev/null 2>&1; then return 0; fi
+        sleep 0.5
+    done
+    return 1
+}
+
+# --- nemesis -------------------------------------------------------------------------------
+
+rnd() { echo $((RANDOM % $1)); } # 0..$1-1 from the seeded bash PRNG
+
+block() { # member $1 drops everything arriving from member $2
+    ip netns exec "$(member_ns "$1")" iptables -A CHAOS -s "$(member_ip "$2")" -j DROP
+}
+
+partition() { # "$1" and "$2": space-separated member lists cut from each other
+    local a b
+    for a in $1; do for b in $2; do block "$a" "$b"; block "$b" "$a"; done; done
+}
+
+heal_net() {
+    local i
+    for i in $(seq 1 "$NODES"); do ip netns exec "$(member_ns "$i")" iptables -F CHAOS; done
+}
+
+shuffled() { seq 1 "$NODES" | while read -r i; do echo "$RANDOM $i"; done | sort -n | awk '{print $2}'; }
+
+fault_partition() {
+    local kind=$(( $(rnd 5) )) all l half a b m
+    all=$(shuffled | tr '\n' ' ')
+    half=$(( NODES / 2 ))
+    case $kind in
+    0) a=$(echo $all | cut -d' ' -f1-$half); b=$(echo $all | cut -d' ' -f$((half + 1))-)
+        say "fault=partition kind=halves a=[$a] b=[$b]"; partition "$a" "$b" ;;
+    1) l=$(leader); [ -n "$l" ] || l=1; b=$(seq 1 "$NODES" | grep -vx "$l" | tr '\n' ' ')
+        say "fault=partition kind=isolate-leader leader=$l"; partition "$l" "$b" ;;
+    2) m=$(echo $all | cut -d' ' -f1); b=$(echo $all | cut -d' ' -f2-)
+        say "fault=partition kind=minority-one a=[$m] b=[$b]"; partition "$m" "$b" ;;
+    3) # bridge: m sees both halves, the halves do not see each other
+        m=$(echo $all | cut -d' ' -f1); a=$(echo $all | cut -d' ' -f2-$((half + 1)))
+        b=$(echo $all | cut -d' ' -f$((half + 2))-)
+        say "fault=partition kind=bridge via=$m a=[$a] b=[$b]"; partition "$a" "$b" ;;
+    4) l=$(leader); [ -n "$l" ] || l=1
+        say "fault=partition kind=one-way leader=$l hears nobody (others still hear it)"
+        for m in $(seq 1 "$NODES" | grep -vx "$l"); do block "$l" "$m"; done ;;
+    esac
+}
+
+fault_kill() {
+    local m l
+    l=$(leader)
+    if [ $(rnd 2) = 0 ] && [ -n "$l" ]; then m=$l; else m=$(( $(rnd NODES) + 1 )); fi
+    say "fault=kill member=m$m pid=${PID[$m]} leader=${l:-none}"
+    kill -9 "${PID[$m]}" 2>/dev/null || true
+    wait "${PID[$m]}" 2>/dev/null || true
+    sleep $(( $(rnd 3) + 1 ))
+    say "heal=restart member=m$m"
+    start_member "$m" new
+}
+
+fault_pause() {
+    local m l
+    l=$(leader)
+    if [ $(rnd 2) = 0 ] && [ -n "$l" ]; then m=$l; else m=$(( $(rnd NODES) + 1 )); fi
+    say "fault=pause member=m$m leader=${l:-none}"
+    kill -STOP "${PID[$m]}" 2>/dev/null || true
+    PAUSED[$m]=1
+}
+
+fault_transfer() {
+    local l t id
+    l=$(leader)
+    [ -n "$l" ] || { say "fault=transfer skipped=no-leader"; return; }
+    t=$(seq 1 "$NODES" | grep -vx "$l" | shuf -n1 --random-source=<(yes "$RANDOM"))
+    id=$(member_id "$t")
+    say "fault=transfer from=m$l to=m$t id=$id"
+    ctl --endpoints "$(member_ip "$l"):2379" move-leader "$id" >>"$NEMLOG" 2>&1 || say "transfer failed (counted anyway)"
+}
+
+fault_member() {
+    local m id out
+    m=$(( $(rnd NODES) + 1 ))
+    id=$(member_id "$m")
+    [ -n "$id" ] || { say "fault=member skipped=no-member-list"; return; }
+    say "fault=member-remove member=m$m id=$id"
+    # etcd refuses while a member is not connected ("unhealthy cluster"): retry, bounded.
+    local tries=0
+    until ctl --endpoints "$ENDPOINTS" member remove "$id" >>"$NEMLOG" 2>&1; do
+        tries=$((tries + 1))
+        [ $tries -lt 10 ] || { say "member remove failed 10 times; leaving m$m in place"; return; }
+        sleep 1
+    done
+    sleep 1
+    kill -9 "${PID[$m]}" 2>/dev/null || true
+    wait "${PID[$m]}" 2>/dev/null || true
+    rm -rf "$RUN_DIR/data/m$m"
+    sleep $(( $(rnd 3) + 1 ))
+    tries=0
+    until ctl --endpoints "$ENDPOINTS" member add "m$m" --peer-urls="http://$(member_ip "$m"):2380" >>"$NEMLOG" 2>&1; do
+        tries=$((tries + 1)); [ $tries -lt 20 ] || { say "member add failed 20 times"; break; }
+        sleep 1
+    done
+    say "heal=member-add member=m$m"
+    start_member "$m" existing
+}
+
+heal_all() {
+    local i
+    heal_net
+    for i in "${!PAUSED[@]}"; do kill -CONT "${PID[$i]}" 2>/dev/null || true; done
+    PAUSED=()
+    for i in $(seq 1 "$NODES"); do
+        if ! kill -0 "${PID[$i]}" 2>/dev/null; then say "heal=restart-dead member=m$i"; start_member "$i" existing; fi
+    done
+}
+
+nemesis() {
+    local end=$(( SECONDS + DURATION )) kinds f n
+    IFS=',' read -r -a kinds <<<"$NEMESIS"
+    n=${#kinds[@]}
+    [ "$NEMESIS" = none ] && { sleep "$DURATION"; return; }
+    while [ $SECONDS -lt $((end - 3)) ]; do
+        sleep $(( $(rnd 3) + 2 ))
+        [ $SECONDS -lt $((end - 3)) ] || break
+        f=${kinds[$(rnd "$n")]}
+        FAULTS=$((FAULTS + 1))
+        case $f in
+        partition) fault_partition ;;
+        partition-leader) # calibration: cut the leader off, or pause it, and let reads hit it
+            if [ $(rnd 2) = 0 ]; then
+                local l; l=$(leader); [ -n "$l" ] || l=1
+                say "fault=partition kind=isolate-leader leader=$l"
+                partition "$l" "$(seq 1 "$NODES" | grep -vx "$l" | tr '\n' ' ')"
+            else fault_pause; fi ;;
+        kill) fault_kill ;;
+        pause) fault_pause ;;
+        transfer) fault_transfer ;;
+        member) fault_member ;;
+        *) die "unknown nemesis $f" ;;
+        esac
+        local hold=$(( $(rnd 5) + 3 ))
+        [ $((SECONDS + hold)) -lt $end ] || hold=$(( end - SECONDS > 1 ? end - SECONDS - 1 : 1 ))
+        sleep "$hold"
+        say "heal=all"
+        heal_all
+    done
+    while [ $SECONDS -lt $end ]; do sleep 1; done
+}
+
+# --- run -----------------------------------------------------------------------------------
+
+cleanup_stale
+ensure_client
+setup_net
+RANDOM=$SEED
+say "run=$RID server=$SERVER nodes=$NODES seed=$SEED duration=$DURATION workload=$WORKLOAD nemesis=$NEMESIS serializable=$SERIALIZABLE net=netns dir=$RUN_DIR"
+for i in $(seq 1 "$NODES"); do start_member "$i" new; done
+wait_healthy 60 || die "cluster did not become healthy in 60 s (logs in $RUN_DIR)"
+say "cluster healthy leader=m$(leader)"
+
+SER_FLAG=()
+[ "$SERIALIZABLE" = 1 ] && SER_FLAG=(--serializable-reads)
+HEALED="$RUN_DIR/healed"
+ip netns exec "$CNS" node "$HERE/client/workload.js" --endpoints "$ENDPOINTS" --duration "$DURATION" \
+    --workload "$WORKLOAD" --out "$RUN_DIR/history.jsonl" --seed "$SEED" --healed "$HEALED" \
+    "${SER_FLAG[@]}" >"$RUN_DIR/workload.log" 2>&1 &
+WORKLOAD_PID=$!
+
+nemesis
+heal_all
+wait_healthy 60 || say "WARNING: cluster not healthy 60 s after healing"
+say "healed faults=$FAULTS"
+touch "$HEALED"
+
+# The workload's final phase is bounded by itself; this bounds it once more.
+for _ in $(seq 1 300); do kill -0 "$WORKLOAD_PID" 2>/dev/null || break; sleep 1; done
+kill -9 "$WORKLOAD_PID" 2>/dev/null || true
+wrc=0
+wait "$WORKLOAD_PID" || wrc=$?
+WORKLOAD_PID=""
+cat "$RUN_DIR/workload.log"
+[ "$wrc" = 0 ] || die "workload exited with $wrc (see $RUN_DIR/workload.log)"
+
+crc=0
+"$CHECKER" --out "$RUN_DIR" "$RUN_DIR/history.jsonl" >"$RUN_DIR/check.txt" 2>&1 || crc=$?
+grep '^anomaly' "$RUN_DIR/check.txt" | head -20 || true
+summary=$(grep '^ops=' "$RUN_DIR/check.txt" || true)
+[ -n "$summary" ] || { cat "$RUN_DIR/check.txt"; die "checker failed (exit $crc)"; }
+ops=${summary%% anomalies=*}
+rest=${summary#* anomalies=}
+anomalies=${rest%% *}
+result=${summary##*result=}
+if [ "$crc" = 0 ] && [ "$KEEP" = 0 ]; then
+    rm -rf "$RUN_DIR"
+else
+    rm -rf "$RUN_DIR/data"
+    echo "chaos: history, nemesis log and failing key kept in $RUN_DIR"
+fi
+echo "$ops faults=$FAULTS anomalies=$anomalies result=$result"
+case $crc in 0) exit 0 ;; 1) exit 1 ;; 3) exit 3 ;; *) exit 2 ;; esac
