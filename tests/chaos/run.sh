@@ -98,6 +98,7 @@ for i in $(seq 1 "$NODES"); do ENDPOINTS+="${ENDPOINTS:+,}$(member_ip "$i"):2379
 
 declare -A PID=()     # member -> server pid
 declare -A PAUSED=()  # member -> 1 while SIGSTOPped
+declare -A REMOVED=() # member -> 1 while removed from the cluster
 WORKLOAD_PID=""
 FAULTS=0
 
@@ -191,13 +192,13 @@ ensure_client() {
     fi
 }
 
-start_member() { # $1 member, $2 new|existing
-    local i=$1 ns ip
+start_member() { # $1 member, $2 new|existing, [$3 initial cluster]
+    local i=$1 ns ip cluster=${3:-$INITIAL_CLUSTER}
     ns=$(member_ns "$i") ip=$(member_ip "$i")
     ip netns exec "$ns" "$SERVER" --name "m$i" --data-dir "$RUN_DIR/data/m$i" \
         --listen-client-urls "http://$ip:2379" --advertise-client-urls "http://$ip:2379" \
         --listen-peer-urls "http://$ip:2380" --initial-advertise-peer-urls "http://$ip:2380" \
-        --initial-cluster "$INITIAL_CLUSTER" --initial-cluster-state "$2" \
+        --initial-cluster "$cluster" --initial-cluster-state "$2" \
         --initial-cluster-token "chaos-$RID" --heartbeat-interval 100 --election-timeout 1000 \
         >>"$RUN_DIR/m$i.log" 2>&1 &
     PID[$i]=$!
@@ -217,8 +218,9 @@ leader() {
     true
 }
 
-member_id() { # hex id of member $1
-    ctl --endpoints "$ENDPOINTS" member list -w simple 2>/dev/null | awk -F', ' -v n="m$1" '$3 == n {print $1}'
+member_id() { # hex id of member $1, found by its peer URL (an added member has no name yet)
+    ctl --endpoints "$ENDPOINTS" member list -w simple 2>/dev/null |
+        awk -F', ' -v u="http://$(member_ip "$1"):2380" '$4 == u {print $1}' | head -1
 }
 
 wait_healthy() { # all members answer a linearizable read; bounded by $1 seconds
@@ -232,7 +234,13 @@ wait_healthy() { # all members answer a linearizable read; bounded by $1 seconds
 
 # --- nemesis -------------------------------------------------------------------------------
 
-rnd() { echo $((RANDOM % $1)); } # 0..$1-1 from the seeded bash PRNG
+# The schedule's PRNG: a 48-bit LCG in the main shell (bash's RANDOM is reseeded in every
+# $(...) subshell, so it cannot replay a schedule). rnd N sets R to 0..N-1.
+PRNG_STATE=0
+rnd() {
+    PRNG_STATE=$(( (PRNG_STATE * 25214903917 + 11) & 0xFFFFFFFFFFFF ))
+    R=$(( (PRNG_STATE >> 17) % $1 ))
+}
 
 block() { # member $1 drops everything arriving from member $2
     ip netns exec "$(member_ns "$1")" iptables -A CHAOS -s "$(member_ip "$2")" -j DROP
@@ -248,11 +256,20 @@ heal_net() {
     for i in $(seq 1 "$NODES"); do ip netns exec "$(member_ns "$i")" iptables -F CHAOS; done
 }
 
-shuffled() { seq 1 "$NODES" | while read -r i; do echo "$RANDOM $i"; done | sort -n | awk '{print $2}'; }
+SHUF=()
+shuffle_members() { # SHUF = members 1..NODES in a seeded random order (Fisher-Yates)
+    local i j t
+    SHUF=($(seq 1 "$NODES"))
+    for ((i = NODES - 1; i > 0; i--)); do
+        rnd $((i + 1)); j=$R
+        t=${SHUF[i]} SHUF[i]=${SHUF[j]} SHUF[j]=$t
+    done
+}
 
 fault_partition() {
-    local kind=$(( $(rnd 5) )) all l half a b m
-    all=$(shuffled | tr '\n' ' ')
+    local kind all l half a b m
+    rnd 5; kind=$R
+    shuffle_members; all="${SHUF[*]}"
     half=$(( NODES / 2 ))
     case $kind in
     0) a=$(echo $all | cut -d' ' -f1-$half); b=$(echo $all | cut -d' ' -f$((half + 1))-)
@@ -274,11 +291,12 @@ fault_partition() {
 fault_kill() {
     local m l
     l=$(leader)
-    if [ $(rnd 2) = 0 ] && [ -n "$l" ]; then m=$l; else m=$(( $(rnd NODES) + 1 )); fi
+    rnd 2
+    if [ "$R" = 0 ] && [ -n "$l" ]; then m=$l; else rnd "$NODES"; m=$((R + 1)); fi
     say "fault=kill member=m$m pid=${PID[$m]} leader=${l:-none}"
     kill -9 "${PID[$m]}" 2>/dev/null || true
     wait "${PID[$m]}" 2>/dev/null || true
-    sleep $(( $(rnd 3) + 1 ))
+    rnd 3; sleep $((R + 1))
     say "heal=restart member=m$m"
     start_member "$m" new
 }
@@ -286,7 +304,8 @@ fault_kill() {
 fault_pause() {
     local m l
     l=$(leader)
-    if [ $(rnd 2) = 0 ] && [ -n "$l" ]; then m=$l; else m=$(( $(rnd NODES) + 1 )); fi
+    rnd 2
+    if [ "$R" = 0 ] && [ -n "$l" ]; then m=$l; else rnd "$NODES"; m=$((R + 1)); fi
     say "fault=pause member=m$m leader=${l:-none}"
     kill -STOP "${PID[$m]}" 2>/dev/null || true
     PAUSED[$m]=1
@@ -296,37 +315,64 @@ fault_transfer() {
     local l t id
     l=$(leader)
     [ -n "$l" ] || { say "fault=transfer skipped=no-leader"; return; }
-    t=$(seq 1 "$NODES" | grep -vx "$l" | shuf -n1 --random-source=<(yes "$RANDOM"))
+    rnd $((NODES - 1)); t=$((R + 1)); [ "$t" -lt "$l" ] || t=$((t + 1))
     id=$(member_id "$t")
     say "fault=transfer from=m$l to=m$t id=$id"
     ctl --endpoints "$(member_ip "$l"):2379" move-leader "$id" >>"$NEMLOG" 2>&1 || say "transfer failed (counted anyway)"
 }
 
-fault_member() {
-    local m id out
-    m=$(( $(rnd NODES) + 1 ))
+others() { # client endpoints of every member but $1
+    local i e=""
+    for i in $(seq 1 "$NODES"); do [ "$i" = "$1" ] || e+="${e:+,}$(member_ip "$i"):2379"; done
+    echo "$e"
+}
+
+# Removes member $1 from the cluster and stops it. 0 when it is out (also when an earlier
+# attempt that reported an error had removed it), 1 when it stays.
+remove_member() {
+    local m=$1 id tries=0 msg
     id=$(member_id "$m")
-    [ -n "$id" ] || { say "fault=member skipped=no-member-list"; return; }
+    [ -n "$id" ] || { say "member m$m not in the member list"; return 1; }
     say "fault=member-remove member=m$m id=$id"
     # etcd refuses while a member is not connected ("unhealthy cluster"): retry, bounded.
-    local tries=0
-    until ctl --endpoints "$ENDPOINTS" member remove "$id" >>"$NEMLOG" 2>&1; do
+    until msg=$(ctl --endpoints "$(others "$m")" member remove "$id" 2>&1); do
+        echo "$msg" >>"$NEMLOG"
+        if echo "$msg" | grep -q "member not found"; then break; fi
         tries=$((tries + 1))
-        [ $tries -lt 10 ] || { say "member remove failed 10 times; leaving m$m in place"; return; }
+        [ $tries -lt 10 ] || { say "member remove failed 10 times; m$m stays"; return 1; }
         sleep 1
     done
+    REMOVED[$m]=1
     sleep 1
     kill -9 "${PID[$m]}" 2>/dev/null || true
     wait "${PID[$m]}" 2>/dev/null || true
     rm -rf "$RUN_DIR/data/m$m"
-    sleep $(( $(rnd 3) + 1 ))
-    tries=0
-    until ctl --endpoints "$ENDPOINTS" member add "m$m" --peer-urls="http://$(member_ip "$m"):2380" >>"$NEMLOG" 2>&1; do
-        tries=$((tries + 1)); [ $tries -lt 20 ] || { say "member add failed 20 times"; break; }
+}
+
+# Adds member $1 back with an empty data dir and starts it with the cluster that member add
+# reports (the current membership, which may lack another member).
+readd_member() {
+    local m=$1 tries=0 msg cluster
+    until msg=$(ctl --endpoints "$(others "$m")" member add "m$m" --peer-urls="http://$(member_ip "$m"):2380" 2>&1); do
+        echo "$msg" >>"$NEMLOG"
+        tries=$((tries + 1))
+        [ $tries -lt 20 ] || { say "member add of m$m failed 20 times"; return 1; }
         sleep 1
     done
-    say "heal=member-add member=m$m"
-    start_member "$m" existing
+    echo "$msg" >>"$NEMLOG"
+    cluster=$(echo "$msg" | sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p')
+    [ -n "$cluster" ] || cluster=$INITIAL_CLUSTER
+    unset 'REMOVED[$m]'
+    say "heal=member-add member=m$m cluster=$cluster"
+    start_member "$m" existing "$cluster"
+}
+
+fault_member() {
+    local m
+    rnd "$NODES"; m=$((R + 1))
+    remove_member "$m" || return 0
+    rnd 3; sleep $((R + 1))
+    readd_member "$m" || true
 }
 
 heal_all() {
@@ -334,6 +380,7 @@ heal_all() {
     heal_net
     for i in "${!PAUSED[@]}"; do kill -CONT "${PID[$i]}" 2>/dev/null || true; done
     PAUSED=()
+    for i in "${!REMOVED[@]}"; do readd_member "$i" || true; done
     for i in $(seq 1 "$NODES"); do
         if ! kill -0 "${PID[$i]}" 2>/dev/null; then say "heal=restart-dead member=m$i"; start_member "$i" existing; fi
     done
@@ -345,14 +392,15 @@ nemesis() {
     n=${#kinds[@]}
     [ "$NEMESIS" = none ] && { sleep "$DURATION"; return; }
     while [ $SECONDS -lt $((end - 3)) ]; do
-        sleep $(( $(rnd 3) + 2 ))
+        rnd 3; sleep $((R + 2))
         [ $SECONDS -lt $((end - 3)) ] || break
-        f=${kinds[$(rnd "$n")]}
+        rnd "$n"; f=${kinds[$R]}
         FAULTS=$((FAULTS + 1))
         case $f in
         partition) fault_partition ;;
         partition-leader) # calibration: cut the leader off, or pause it, and let reads hit it
-            if [ $(rnd 2) = 0 ]; then
+            rnd 2
+            if [ "$R" = 0 ]; then
                 local l; l=$(leader); [ -n "$l" ] || l=1
                 say "fault=partition kind=isolate-leader leader=$l"
                 partition "$l" "$(seq 1 "$NODES" | grep -vx "$l" | tr '\n' ' ')"
@@ -363,7 +411,8 @@ nemesis() {
         member) fault_member ;;
         *) die "unknown nemesis $f" ;;
         esac
-        local hold=$(( $(rnd 5) + 3 ))
+        local hold
+        rnd 5; hold=$((R + 3))
         [ $((SECONDS + hold)) -lt $end ] || hold=$(( end - SECONDS > 1 ? end - SECONDS - 1 : 1 ))
         sleep "$hold"
         say "heal=all"
@@ -377,7 +426,7 @@ nemesis() {
 cleanup_stale
 ensure_client
 setup_net
-RANDOM=$SEED
+PRNG_STATE=$(( (SEED ^ 0x5DEECE66D) & 0xFFFFFFFFFFFF ))
 say "run=$RID server=$SERVER nodes=$NODES seed=$SEED duration=$DURATION workload=$WORKLOAD nemesis=$NEMESIS serializable=$SERIALIZABLE net=netns dir=$RUN_DIR"
 for i in $(seq 1 "$NODES"); do start_member "$i" new; done
 wait_healthy 60 || die "cluster did not become healthy in 60 s (logs in $RUN_DIR)"
@@ -393,7 +442,8 @@ WORKLOAD_PID=$!
 
 nemesis
 heal_all
-wait_healthy 60 || say "WARNING: cluster not healthy 60 s after healing"
+UNRECOVERED=0
+wait_healthy 60 || { UNRECOVERED=1; say "anomaly kind=unrecovered: cluster not healthy 60 s after healing"; }
 say "healed faults=$FAULTS"
 touch "$HEALED"
 
@@ -415,6 +465,10 @@ ops=${summary%% anomalies=*}
 rest=${summary#* anomalies=}
 anomalies=${rest%% *}
 result=${summary##*result=}
+if [ "$UNRECOVERED" = 1 ]; then # a cluster that does not come back is a failure too
+    echo "anomaly kind=unrecovered the cluster was not healthy 60 s after every fault was healed"
+    anomalies=$((anomalies + 1)) result=invalid crc=1
+fi
 if [ "$crc" = 0 ] && [ "$KEEP" = 0 ]; then
     rm -rf "$RUN_DIR"
 else

@@ -63,11 +63,13 @@ function client(endpoints) {
 }
 
 // What an error says about an effect: 'fail' only when the request certainly never reached the
-// state machine (refused connection, no leader, overload), 'info' otherwise.
+// server (the connection was refused or never established) or the server refused it before
+// proposing (too many requests); everything else, a deadline above all, is 'info'.
 function classify(err) {
   const m = String((err && err.message) || err);
-  if (/ECONNREFUSED|No connection established|failed to connect|no leader|too many requests|not capable|Name resolution/i.test(m))
-    return 'fail';
+  if (/DEADLINE_EXCEEDED|CANCELLED/.test(m)) return 'info';
+  if (/UNAVAILABLE/.test(m) && /ECONNREFUSED|No connection established/.test(m)) return 'fail';
+  if (/etcdserver: too many requests/.test(m)) return 'fail';
   return 'info';
 }
 
