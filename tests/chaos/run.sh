@@ -100,6 +100,7 @@ declare -A PID=()     # member -> server pid
 declare -A PAUSED=()  # member -> 1 while SIGSTOPped
 declare -A REMOVED=() # member -> 1 while removed from the cluster
 WORKLOAD_PID=""
+NAP_PID=""
 FAULTS=0
 
 # --- cleanup -------------------------------------------------------------------------------
@@ -143,6 +144,7 @@ cleanup() {
     CLEANED=1
     trap - EXIT INT TERM
     if [ -n "$WORKLOAD_PID" ]; then kill -9 "$WORKLOAD_PID" 2>/dev/null || true; fi
+    if [ -n "$NAP_PID" ]; then kill "$NAP_PID" 2>/dev/null || true; fi
     for i in "${!PID[@]}"; do
         kill -CONT "${PID[$i]}" 2>/dev/null || true
         kill -9 "${PID[$i]}" 2>/dev/null || true
@@ -237,6 +239,14 @@ wait_healthy() { # all members answer a linearizable read; bounded by $1 seconds
 # The schedule's PRNG: a 48-bit LCG in the main shell (bash's RANDOM is reseeded in every
 # $(...) subshell, so it cannot replay a schedule). rnd N sets R to 0..N-1.
 PRNG_STATE=0
+# An interruptible sleep: a trap runs at once instead of after the sleep.
+nap() {
+    sleep "$1" &
+    NAP_PID=$!
+    wait $NAP_PID || true
+    NAP_PID=""
+}
+
 rnd() {
     PRNG_STATE=$(( (PRNG_STATE * 25214903917 + 11) & 0xFFFFFFFFFFFF ))
     R=$(( (PRNG_STATE >> 17) % $1 ))
@@ -296,7 +306,7 @@ fault_kill() {
     say "fault=kill member=m$m pid=${PID[$m]} leader=${l:-none}"
     kill -9 "${PID[$m]}" 2>/dev/null || true
     wait "${PID[$m]}" 2>/dev/null || true
-    rnd 3; sleep $((R + 1))
+    rnd 3; nap $((R + 1))
     say "heal=restart member=m$m"
     start_member "$m" new
 }
@@ -371,7 +381,7 @@ fault_member() {
     local m
     rnd "$NODES"; m=$((R + 1))
     remove_member "$m" || return 0
-    rnd 3; sleep $((R + 1))
+    rnd 3; nap $((R + 1))
     readd_member "$m" || true
 }
 
@@ -390,9 +400,9 @@ nemesis() {
     local end=$(( SECONDS + DURATION )) kinds f n
     IFS=',' read -r -a kinds <<<"$NEMESIS"
     n=${#kinds[@]}
-    [ "$NEMESIS" = none ] && { sleep "$DURATION"; return; }
+    [ "$NEMESIS" = none ] && { nap "$DURATION"; return; }
     while [ $SECONDS -lt $((end - 3)) ]; do
-        rnd 3; sleep $((R + 2))
+        rnd 3; nap $((R + 2))
         [ $SECONDS -lt $((end - 3)) ] || break
         rnd "$n"; f=${kinds[$R]}
         FAULTS=$((FAULTS + 1))
@@ -414,7 +424,7 @@ nemesis() {
         local hold
         rnd 5; hold=$((R + 3))
         [ $((SECONDS + hold)) -lt $end ] || hold=$(( end - SECONDS > 1 ? end - SECONDS - 1 : 1 ))
-        sleep "$hold"
+        nap "$hold"
         say "heal=all"
         heal_all
     done
