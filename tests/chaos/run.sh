@@ -26,7 +26,7 @@ SERIALIZABLE=0
 CHECKER=""
 OUT="$HERE/out"
 KEEP=0
-NPM_PREFIX=${CHAOS_NPM_PREFIX:-$HOME/.cache/baton/npm}
+NPM_PREFIX=${CHAOS_NPM_PREFIX:-${HOME:-/root}/.cache/baton/npm}
 ETCD3_VERSION=1.1.2
 
 usage() {
@@ -445,7 +445,7 @@ say "cluster healthy leader=m$(leader)"
 SER_FLAG=()
 [ "$SERIALIZABLE" = 1 ] && SER_FLAG=(--serializable-reads)
 HEALED="$RUN_DIR/healed"
-ip netns exec "$CNS" node "$HERE/client/workload.js" --endpoints "$ENDPOINTS" --duration "$DURATION" \
+ip netns exec "$CNS" env CHAOS_NODE_MODULES="$NPM_PREFIX/node_modules" node "$HERE/client/workload.js" --endpoints "$ENDPOINTS" --duration "$DURATION" \
     --workload "$WORKLOAD" --out "$RUN_DIR/history.jsonl" --seed "$SEED" --healed "$HEALED" \
     "${SER_FLAG[@]}" >"$RUN_DIR/workload.log" 2>&1 &
 WORKLOAD_PID=$!

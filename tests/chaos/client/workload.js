@@ -13,7 +13,7 @@
 
 const path = require('path');
 const fs = require('fs');
-const modroot = process.env.CHAOS_NODE_MODULES || path.join(process.env.HOME, '.cache/baton/npm/node_modules');
+const modroot = process.env.CHAOS_NODE_MODULES || path.join(process.env.HOME || '/root', '.cache/baton/npm/node_modules');
 const { Etcd3 } = require(path.join(modroot, 'etcd3'));
 const cockatiel = require(path.join(modroot, 'cockatiel'));
 
