@@ -225,6 +225,23 @@ struct search {
     struct memo memo;
 };
 
+/* Two pending indeterminate ops that do the same thing and were both invoked already are
+ * interchangeable from here on (neither has a completion), so only the first is tried: without
+ * this, n unobserved indeterminate writes would cost 2^n linearized sets. */
+static bool has_twin(const struct search *s, uint32_t lo, uint32_t c)
+{
+    const struct lop *l = &s->ops[c];
+    if (l->required)
+        return false;
+    for (uint32_t i = lo; i < c; i++) {
+        const struct lop *o = &s->ops[i];
+        if (!o->required && !bit_get(s->bits, i) && o->kind == l->kind && o->x == l->x &&
+            o->y == l->y)
+            return true;
+    }
+    return false;
+}
+
 static int search_run(struct search *s, size_t required, uint64_t steps_max,
                       struct chaos_lin_result *res)
 {
@@ -245,8 +262,9 @@ static int search_run(struct search *s, size_t required, uint64_t steps_max,
         struct frame *f = &s->stack[depth];
         uint32_t c = f->pos;
         int64_t next = 0;
-        while (c < s->n && s->ops[c].t0 <= f->min_t1 &&
-               (bit_get(s->bits, c) || !reg_step(&s->ops[c], state, &next)))
+        while (
+            c < s->n && s->ops[c].t0 <= f->min_t1 &&
+            (bit_get(s->bits, c) || has_twin(s, f->lo, c) || !reg_step(&s->ops[c], state, &next)))
             c++;
         if (c >= s->n || s->ops[c].t0 > f->min_t1) {
             /* Nothing fits here: remember where we got stuck, then backtrack. */
