@@ -26,6 +26,7 @@ SERIALIZABLE=0
 CHECKER=""
 OUT="$HERE/out"
 KEEP=0
+NET=auto
 NPM_PREFIX=${CHAOS_NPM_PREFIX:-${HOME:-/root}/.cache/baton/npm}
 ETCD3_VERSION=1.1.2
 
@@ -33,6 +34,7 @@ usage() {
     cat >&2 <<EOF
 usage: $0 [--server PATH] [--duration S] [--seed N] [--nodes 3|5] [--workload LIST]
           [--nemesis LIST] [--serializable-reads] [--checker PATH] [--out DIR] [--keep]
+          [--net auto|netns|loopback]
   --workload  comma list of: reg append watch lock        (default $WORKLOAD)
   --nemesis   comma list of: partition kill pause transfer member none
               partition-leader (calibration: isolate the leader, pause it)
@@ -53,6 +55,7 @@ while [ $# -gt 0 ]; do
     --checker) CHECKER=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --net) NET=$2; shift 2 ;;
     *) usage ;;
     esac
 done
@@ -61,6 +64,7 @@ die() { echo "chaos: $*" >&2; exit 2; }
 [[ $DURATION =~ ^[0-9]+$ ]] && [ "$DURATION" -ge 5 ] && [ "$DURATION" -le 86400 ] ||
     die "--duration must be 5..86400 seconds"
 [[ $SEED =~ ^[0-9]+$ ]] || die "--seed must be a number"
+[[ $NET =~ ^(auto|netns|loopback)$ ]] || die "--net must be auto, netns or loopback"
 [ "$NODES" = 3 ] || [ "$NODES" = 5 ] || die "--nodes must be 3 or 5"
 [ -x "$SERVER" ] || die "--server $SERVER is not an executable"
 [ -x "$ETCDCTL" ] || die "etcdctl not found at $ETCDCTL (set ETCDCTL)"
@@ -77,7 +81,20 @@ fi
 RID="bc$$"
 CNS="${RID}c"
 BR="${RID}br"
-SUBNET=10.77.0
+# Namespaces where they can be made; else loopback: members on 127.77.<run>.1i, each in a
+# cgroup of its own whose traffic is SNATed to its address, so iptables can cut member from
+# member by address as it does inside namespaces.
+if [ "$NET" = auto ]; then
+    if ip netns add "$RID-probe" 2>/dev/null && ip netns del "$RID-probe"; then NET=netns; else
+        NET=loopback; echo "chaos: network namespaces unavailable: falling back to loopback + iptables"; fi
+fi
+CHAIN="BC$$"
+CG2=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
+if [ "$NET" = netns ]; then
+    SUBNET=10.77.0 CPORT=2379 PPORT=2380
+else
+    SUBNET=127.77.$(($$ % 200 + 20)) CPORT=32379 PPORT=32380
+fi
 CLIENT_IP=$SUBNET.100
 RUN_DIR="$OUT/$(date +%Y%m%d-%H%M%S)-seed$SEED-$$"
 mkdir -p "$RUN_DIR"
@@ -89,12 +106,27 @@ say() { echo "chaos: $*"; log "$*"; }
 
 member_ns() { echo "${RID}n$1"; }
 member_ip() { echo "$SUBNET.$((10 + $1))"; }
+member_cg() { echo "$CG2/$RID/m$1"; }
+# Runs a command as member $1: in its namespace, or (loopback) in its cgroup.
+mexec() {
+    local i=$1
+    shift
+    if [ "$NET" = netns ]; then
+        ip netns exec "$(member_ns "$i")" "$@"
+    else
+        sh -c 'echo $$ >"$0" && exec "$@"' "$(member_cg "$i")/cgroup.procs" "$@"
+    fi
+}
+# Runs a command as a client: in the clients' namespace, or (loopback) as it is.
+cexec() {
+    if [ "$NET" = netns ]; then ip netns exec "$CNS" "$@"; else "$@"; fi
+}
 INITIAL_CLUSTER=""
 for i in $(seq 1 "$NODES"); do
-    INITIAL_CLUSTER+="${INITIAL_CLUSTER:+,}m$i=http://$(member_ip "$i"):2380"
+    INITIAL_CLUSTER+="${INITIAL_CLUSTER:+,}m$i=http://$(member_ip "$i"):$PPORT"
 done
 ENDPOINTS=""
-for i in $(seq 1 "$NODES"); do ENDPOINTS+="${ENDPOINTS:+,}$(member_ip "$i"):2379"; done
+for i in $(seq 1 "$NODES"); do ENDPOINTS+="${ENDPOINTS:+,}$(member_ip "$i"):$CPORT"; done
 
 declare -A PID=()     # member -> server pid
 declare -A PAUSED=()  # member -> 1 while SIGSTOPped
@@ -108,7 +140,24 @@ FAULTS=0
 # Removes the namespaces, bridge and veths of run $1 (a "bc<pid>" prefix), killing what runs
 # inside those namespaces (only our servers and clients ever do).
 remove_run() {
-    local rid=$1 ns p
+    local rid=$1 ns p cg chain="BC${1#bc}"
+    # loopback mode: processes in the run's cgroups, its chains, the cgroups
+    if [ -n "$CG2" ] && [ -d "$CG2/$rid" ]; then
+        for cg in "$CG2/$rid"/m*; do
+            for p in $(cat "$cg/cgroup.procs" 2>/dev/null); do
+                kill -CONT "$p" 2>/dev/null || true
+                kill -9 "$p" 2>/dev/null || true
+            done
+        done
+    fi
+    iptables -D INPUT -j "$chain" 2>/dev/null || true
+    iptables -F "$chain" 2>/dev/null && iptables -X "$chain" 2>/dev/null || true
+    iptables -t nat -D POSTROUTING -j "$chain" 2>/dev/null || true
+    iptables -t nat -F "$chain" 2>/dev/null && iptables -t nat -X "$chain" 2>/dev/null || true
+    if [ -n "$CG2" ] && [ -d "$CG2/$rid" ]; then
+        sleep 0.3
+        rmdir "$CG2/$rid"/m* "$CG2/$rid" 2>/dev/null || true
+    fi
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${rid}(n[0-9]+|c)$" || true); do
         for p in $(ip netns pids "$ns" 2>/dev/null || true); do
             kill -CONT "$p" 2>/dev/null || true
@@ -125,8 +174,10 @@ remove_run() {
 cleanup_stale() {
     local rid pid
     for rid in $( (ip netns list 2>/dev/null | awk '{print $1}'
-        ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//') |
-        grep -oE '^bc[0-9]+' | sort -u); do
+        ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//'
+        iptables -S 2>/dev/null | awk '$1 == "-N" {print $2}' | sed -n 's/^BC/bc/p'
+        [ -n "$CG2" ] && ls "$CG2" 2>/dev/null) |
+        grep -oE '^bc[0-9]+$|^bc[0-9]+(n[0-9]+|c|br|v[0-9]+|vc)$' | grep -oE '^bc[0-9]+' | sort -u); do
         pid=${rid#bc}
         [ "$pid" = "$$" ] && continue
         if kill -0 "$pid" 2>/dev/null && grep -q "run.sh" "/proc/$pid/cmdline" 2>/dev/null; then
@@ -151,7 +202,8 @@ cleanup() {
     done
     wait 2>/dev/null || true
     remove_run "$RID"
-    if ip netns list | grep -q "^$RID" || ip -o link show | grep -q ": $RID"; then
+    if ip netns list | grep -q "^$RID" || ip -o link show | grep -q ": $RID" ||
+        iptables -S | grep -q -- "-N $CHAIN\$" || { [ -n "$CG2" ] && [ -d "$CG2/$RID" ]; }; then
         echo "chaos: WARNING: cleanup left something behind for $RID" >&2
     fi
     return $rc
@@ -161,9 +213,23 @@ trap 'echo "chaos: interrupted" >&2; exit 130' INT TERM
 
 # --- setup ---------------------------------------------------------------------------------
 
+setup_loopback() {
+    [ -n "$CG2" ] || skip "neither network namespaces nor a cgroup2 mount (loopback fallback) here"
+    local i
+    iptables -N "$CHAIN"
+    iptables -I INPUT -j "$CHAIN"
+    iptables -t nat -N "$CHAIN"
+    iptables -t nat -I POSTROUTING -j "$CHAIN"
+    for i in $(seq 1 "$NODES"); do
+        mkdir -p "$(member_cg "$i")"
+        iptables -t nat -A "$CHAIN" -m cgroup --path "$RID/m$i" -j SNAT --to-source "$(member_ip "$i")"
+    done
+}
+
 setup_net() {
+    [ "$NET" = loopback ] && { setup_loopback; return; }
     ip netns add "$RID-probe" 2>/dev/null && ip netns del "$RID-probe" ||
-        skip "network namespaces are unavailable here (ip netns add failed); the loopback fallback is not implemented"
+        die "network namespaces are unavailable here (ip netns add failed); try --net loopback"
     ip link add "$BR" type bridge
     ip link set "$BR" up
     local i
@@ -197,9 +263,9 @@ ensure_client() {
 start_member() { # $1 member, $2 new|existing, [$3 initial cluster]
     local i=$1 ns ip cluster=${3:-$INITIAL_CLUSTER}
     ns=$(member_ns "$i") ip=$(member_ip "$i")
-    ip netns exec "$ns" "$SERVER" --name "m$i" --data-dir "$RUN_DIR/data/m$i" \
-        --listen-client-urls "http://$ip:2379" --advertise-client-urls "http://$ip:2379" \
-        --listen-peer-urls "http://$ip:2380" --initial-advertise-peer-urls "http://$ip:2380" \
+    mexec "$i" "$SERVER" --name "m$i" --data-dir "$RUN_DIR/data/m$i" \
+        --listen-client-urls "http://$ip:$CPORT" --advertise-client-urls "http://$ip:$CPORT" \
+        --listen-peer-urls "http://$ip:$PPORT" --initial-advertise-peer-urls "http://$ip:$PPORT" \
         --initial-cluster "$cluster" --initial-cluster-state "$2" \
         --initial-cluster-token "chaos-$RID" --heartbeat-interval 100 --election-timeout 1000 \
         >>"$RUN_DIR/m$i.log" 2>&1 &
@@ -207,7 +273,9 @@ start_member() { # $1 member, $2 new|existing, [$3 initial cluster]
 }
 
 ctl() { # etcdctl from the client namespace, bounded
-    timeout 10 ip netns exec "$CNS" "$ETCDCTL" --dial-timeout=2s --command-timeout=4s "$@"
+    local pre=()
+    [ "$NET" = netns ] && pre=(ip netns exec "$CNS")
+    timeout 10 "${pre[@]}" "$ETCDCTL" --dial-timeout=2s --command-timeout=4s "$@"
 }
 
 # Prints the number of the member that leads (empty when none answers as leader).
@@ -215,14 +283,14 @@ leader() {
     local line i
     line=$(ctl --endpoints "$ENDPOINTS" endpoint status -w simple 2>/dev/null | awk -F', ' '$5 == "true" {print $1}' | head -1)
     for i in $(seq 1 "$NODES"); do
-        [ "${line#http://}" = "$(member_ip "$i"):2379" ] && echo "$i" && return
+        [ "${line#http://}" = "$(member_ip "$i"):$CPORT" ] && echo "$i" && return
     done
     true
 }
 
 member_id() { # hex id of member $1, found by its peer URL (an added member has no name yet)
     ctl --endpoints "$ENDPOINTS" member list -w simple 2>/dev/null |
-        awk -F', ' -v u="http://$(member_ip "$1"):2380" '$4 == u {print $1}' | head -1
+        awk -F', ' -v u="http://$(member_ip "$1"):$PPORT" '$4 == u {print $1}' | head -1
 }
 
 wait_healthy() { # all members answer a linearizable read; bounded by $1 seconds
@@ -253,7 +321,11 @@ rnd() {
 }
 
 block() { # member $1 drops everything arriving from member $2
-    ip netns exec "$(member_ns "$1")" iptables -A CHAOS -s "$(member_ip "$2")" -j DROP
+    if [ "$NET" = netns ]; then
+        ip netns exec "$(member_ns "$1")" iptables -A CHAOS -s "$(member_ip "$2")" -j DROP
+    else
+        iptables -A "$CHAIN" -s "$(member_ip "$2")" -d "$(member_ip "$1")" -j DROP
+    fi
 }
 
 partition() { # "$1" and "$2": space-separated member lists cut from each other
@@ -263,6 +335,7 @@ partition() { # "$1" and "$2": space-separated member lists cut from each other
 
 heal_net() {
     local i
+    if [ "$NET" = loopback ]; then iptables -F "$CHAIN"; return; fi
     for i in $(seq 1 "$NODES"); do ip netns exec "$(member_ns "$i")" iptables -F CHAOS; done
 }
 
@@ -328,12 +401,12 @@ fault_transfer() {
     rnd $((NODES - 1)); t=$((R + 1)); [ "$t" -lt "$l" ] || t=$((t + 1))
     id=$(member_id "$t")
     say "fault=transfer from=m$l to=m$t id=$id"
-    ctl --endpoints "$(member_ip "$l"):2379" move-leader "$id" >>"$NEMLOG" 2>&1 || say "transfer failed (counted anyway)"
+    ctl --endpoints "$(member_ip "$l"):$CPORT" move-leader "$id" >>"$NEMLOG" 2>&1 || say "transfer failed (counted anyway)"
 }
 
 others() { # client endpoints of every member but $1
     local i e=""
-    for i in $(seq 1 "$NODES"); do [ "$i" = "$1" ] || e+="${e:+,}$(member_ip "$i"):2379"; done
+    for i in $(seq 1 "$NODES"); do [ "$i" = "$1" ] || e+="${e:+,}$(member_ip "$i"):$CPORT"; done
     echo "$e"
 }
 
@@ -363,7 +436,7 @@ remove_member() {
 # reports (the current membership, which may lack another member).
 readd_member() {
     local m=$1 tries=0 msg cluster
-    until msg=$(ctl --endpoints "$(others "$m")" member add "m$m" --peer-urls="http://$(member_ip "$m"):2380" 2>&1); do
+    until msg=$(ctl --endpoints "$(others "$m")" member add "m$m" --peer-urls="http://$(member_ip "$m"):$PPORT" 2>&1); do
         echo "$msg" >>"$NEMLOG"
         tries=$((tries + 1))
         [ $tries -lt 20 ] || { say "member add of m$m failed 20 times"; return 1; }
@@ -437,7 +510,7 @@ cleanup_stale
 ensure_client
 setup_net
 PRNG_STATE=$(( (SEED ^ 0x5DEECE66D) & 0xFFFFFFFFFFFF ))
-say "run=$RID server=$SERVER nodes=$NODES seed=$SEED duration=$DURATION workload=$WORKLOAD nemesis=$NEMESIS serializable=$SERIALIZABLE net=netns dir=$RUN_DIR"
+say "run=$RID server=$SERVER nodes=$NODES seed=$SEED duration=$DURATION workload=$WORKLOAD nemesis=$NEMESIS serializable=$SERIALIZABLE net=$NET dir=$RUN_DIR"
 for i in $(seq 1 "$NODES"); do start_member "$i" new; done
 wait_healthy 60 || die "cluster did not become healthy in 60 s (logs in $RUN_DIR)"
 say "cluster healthy leader=m$(leader)"
@@ -445,7 +518,7 @@ say "cluster healthy leader=m$(leader)"
 SER_FLAG=()
 [ "$SERIALIZABLE" = 1 ] && SER_FLAG=(--serializable-reads)
 HEALED="$RUN_DIR/healed"
-ip netns exec "$CNS" env CHAOS_NODE_MODULES="$NPM_PREFIX/node_modules" node "$HERE/client/workload.js" --endpoints "$ENDPOINTS" --duration "$DURATION" \
+cexec env CHAOS_NODE_MODULES="$NPM_PREFIX/node_modules" node "$HERE/client/workload.js" --endpoints "$ENDPOINTS" --duration "$DURATION" \
     --workload "$WORKLOAD" --out "$RUN_DIR/history.jsonl" --seed "$SEED" --healed "$HEALED" \
     "${SER_FLAG[@]}" >"$RUN_DIR/workload.log" 2>&1 &
 WORKLOAD_PID=$!
