@@ -117,9 +117,15 @@ mexec() {
         sh -c 'echo $$ >"$0" && exec "$@"' "$(member_cg "$i")/cgroup.procs" "$@"
     fi
 }
-# Runs a command as a client: in the clients' namespace, or (loopback) as it is.
+# Runs a command as a client: in the clients' namespace, or (loopback) in the clients' cgroup
+# (so that a dead run's clients can be found too).
 cexec() {
-    if [ "$NET" = netns ]; then ip netns exec "$CNS" "$@"; else "$@"; fi
+    if [ "$NET" = netns ]; then
+        ip netns exec "$CNS" "$@"
+    else
+        mkdir -p "$CG2/$RID/client"
+        sh -c 'echo $$ >"$0" && exec "$@"' "$CG2/$RID/client/cgroup.procs" "$@"
+    fi
 }
 INITIAL_CLUSTER=""
 for i in $(seq 1 "$NODES"); do
@@ -143,7 +149,7 @@ remove_run() {
     local rid=$1 ns p cg chain="BC${1#bc}"
     # loopback mode: processes in the run's cgroups, its chains, the cgroups
     if [ -n "$CG2" ] && [ -d "$CG2/$rid" ]; then
-        for cg in "$CG2/$rid"/m*; do
+        for cg in "$CG2/$rid"/*/; do
             for p in $(cat "$cg/cgroup.procs" 2>/dev/null); do
                 kill -CONT "$p" 2>/dev/null || true
                 kill -9 "$p" 2>/dev/null || true
@@ -156,7 +162,7 @@ remove_run() {
     iptables -t nat -F "$chain" 2>/dev/null && iptables -t nat -X "$chain" 2>/dev/null || true
     if [ -n "$CG2" ] && [ -d "$CG2/$rid" ]; then
         sleep 0.3
-        rmdir "$CG2/$rid"/m* "$CG2/$rid" 2>/dev/null || true
+        rmdir "$CG2/$rid"/*/ "$CG2/$rid" 2>/dev/null || true
     fi
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${rid}(n[0-9]+|c)$" || true); do
         for p in $(ip netns pids "$ns" 2>/dev/null || true); do
