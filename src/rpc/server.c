@@ -342,8 +342,7 @@ static void call_message(struct rpc_call *call, const uint8_t *data, size_t len)
     call->msgs_in++;
     if (m->kind == RPC_UNARY || m->kind == RPC_SERVER_STREAMING) {
         if (call->msgs_in > 1) {
-            call_abort(call, GRPC_UNIMPLEMENTED,
-                       "grpc: more than one request message for a call that takes one");
+            call_abort(call, GRPC_INTERNAL, "grpc: too many requests for a call that takes one");
             return;
         }
         call->unary_req = rpc_unpack(m->request, &call->arena, data, len);
@@ -374,7 +373,7 @@ static void call_remote_end(struct rpc_call *call)
     }
     if (m->kind == RPC_UNARY || m->kind == RPC_SERVER_STREAMING) {
         if (!call->unary_req) {
-            call_abort(call, GRPC_UNIMPLEMENTED, "grpc: no request message");
+            call_abort(call, GRPC_INTERNAL, "grpc: half-closed without a request");
             return;
         }
         if (m->kind == RPC_UNARY)

@@ -723,8 +723,16 @@ TEST(request_ending_inside_a_message)
                       7, true);
     int b = raw_start(&r, ECHO("Unary"), "application/grpc", NULL, NULL, "", 0, true);
     raw_pump(&r);
+    /* Two messages on a unary call. */
+    int c = raw_start(&r, ECHO("Unary"), "application/grpc", NULL, NULL,
+                      "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 10, true);
+    raw_pump(&r);
     CHECK_EQ(r.s[a].grpc_status, GRPC_INTERNAL);
-    CHECK_EQ(r.s[b].grpc_status, GRPC_UNIMPLEMENTED);
+    CHECK_STR(r.s[a].grpc_message, "grpc: request ended inside a message");
+    CHECK_EQ(r.s[b].grpc_status, GRPC_INTERNAL);
+    CHECK_STR(r.s[b].grpc_message, "grpc: half-closed without a request");
+    CHECK_EQ(r.s[c].grpc_status, GRPC_INTERNAL);
+    CHECK_STR(r.s[c].grpc_message, "grpc: too many requests for a call that takes one");
     CHECK_EQ(echo_state.started, 0);
     raw_close(&r);
     rpc_conn_destroy(conn);
@@ -765,4 +773,69 @@ TEST(partial_requests_bounded_per_connection)
     raw_close(&r);
     rpc_conn_destroy(conn);
     rpc_server_destroy(srv);
+}
+
+TEST(connection_output_bound_across_calls)
+{
+    struct rpc_server_config cfg;
+    rpc_server_config_default(&cfg);
+    cfg.clock = fake_clock;
+    cfg.stream_out_max_bytes = 1 << 20;
+    cfg.conn_out_max_bytes = 128 * 1024;
+    struct pair p;
+    pair_open(&p, &cfg);
+    uint8_t payload[8000];
+    memset(payload, 'c', sizeof(payload));
+    Baton__Test__EchoRequest req = BATON__TEST__ECHO_REQUEST__INIT;
+    req.payload.data = payload;
+    req.payload.len = sizeof(payload);
+    req.count = 300;
+    struct echo_result r[4];
+    p.hold_s2c = true;
+    for (int i = 0; i < 4; i++)
+        call_unary(&p, ECHO("Stream"), &req, 0, &r[i]);
+    pair_pump(&p);
+    /* Each call is far below its own bound; together they hit the connection's. */
+    CHECK_GT(echo_state.ebusy, 0);
+    CHECK_LE(rpc_conn_buffered_bytes(p.conn), 128 * 1024 + 8100);
+    p.hold_s2c = false;
+    pair_pump(&p);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(r[i].code, GRPC_OK);
+        CHECK_EQ(r[i].msgs, 300);
+        CHECK(r[i].order_ok);
+    }
+    pair_close(&p);
+}
+
+TEST(client_keepalive_ping)
+{
+    struct pair p;
+    pair_open(&p, NULL);
+    rpc_client_destroy(p.cl);
+    struct rpc_client_config cc;
+    rpc_client_config_default(&cc);
+    cc.clock = fake_clock;
+    cc.keepalive_ms = 1000;
+    cc.keepalive_timeout_ms = 500;
+    CHECK_OK(rpc_client_create(&cc, NULL, NULL, &p.cl));
+    pair_pump(&p);
+    fake_now += 1000;
+    rpc_client_tick(p.cl);
+    pair_pump(&p); /* the server acks the PING */
+    fake_now += 500;
+    rpc_client_tick(p.cl);
+    CHECK(!rpc_client_done(p.cl));
+    /* A server that went silent. */
+    fake_now += 1000;
+    rpc_client_tick(p.cl);
+    struct buf b = {0};
+    CHECK_OK(rpc_client_send(p.cl, &b, 1 << 16));
+    CHECK_EQ(b.len, 17); /* PING frame: 9 + 8 */
+    CHECK_EQ(b.data[3], 6);
+    buf_free(&b);
+    fake_now += 500;
+    rpc_client_tick(p.cl);
+    CHECK(rpc_client_done(p.cl));
+    pair_close(&p);
 }
