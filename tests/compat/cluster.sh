@@ -8,6 +8,10 @@
 #   cluster.sh up SERVER N DIR     start N members in DIR (created; must be empty or absent),
 #                                  wait until every member is healthy, write DIR/cluster.env
 #   cluster.sh down DIR            kill -9 the members this script started, remove DIR
+#                                  (a watchdog does this by itself when the process that ran
+#                                  `up` dies without calling `down`, e.g. a test killed at
+#                                  its timeout: members run in their own sessions, so nobody
+#                                  else would)
 #   cluster.sh kill DIR I [SIG]    send SIG (default KILL) to member I (1-based), wait for exit
 #   cluster.sh start DIR I         restart member I on its data dir (after kill), wait healthy
 #   cluster.sh leader DIR          print the index of the current leader (via endpoint status)
@@ -21,12 +25,14 @@
 # (comma-separated host:port of every client URL), and for each member I: CLUSTER_NAME_I,
 # CLUSTER_CLIENT_PORT_I, CLUSTER_PEER_PORT_I, CLUSTER_METRICS_PORT_I.
 #
-# Environment: CLUSTER_UP_TIMEOUT (seconds to become healthy, default 30), CLUSTER_EXTRA_FLAGS
+# Environment: CLUSTER_OWNER_PID (the process whose death stops the cluster; default: the
+# caller of `up`), CLUSTER_UP_TIMEOUT (seconds to become healthy, default 30), CLUSTER_EXTRA_FLAGS
 # (appended to every member's command line), ETCDCTL (default etcdctl).
 set -euo pipefail
 
 ETCDCTL=${ETCDCTL:-etcdctl}
 export ETCDCTL_API=3
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 die() {
     echo "cluster.sh: $*" >&2
@@ -152,6 +158,33 @@ kill_member() {
     rm -f "$dir/m$i.pid"
 }
 
+# The watchdog: its own session (so a test runner killing the test's process tree leaves it
+# alone), polls the owner once a second and runs `down` when the owner is gone. `down` stops
+# it first. It exits by itself if DIR disappears.
+WATCHDOG_TAG=baton-cluster-watchdog
+start_watchdog() {
+    local dir=$1 owner=$2
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/cluster.env" ]; do sleep 1; done
+                    [ -f "$2/cluster.env" ] && exec "$3" down "$2"' \
+        "$WATCHDOG_TAG" "$owner" "$dir" "$HERE/cluster.sh" </dev/null >/dev/null 2>&1 &
+    echo $! >"$dir/watchdog.pid"
+    disown $!
+}
+
+stop_watchdog() {
+    local dir=$1 pid
+    [ -f "$dir/watchdog.pid" ] || return 0
+    pid=$(cat "$dir/watchdog.pid")
+    rm -f "$dir/watchdog.pid"
+    # Only if it is still our watchdog for this DIR (and not ourselves: the watchdog runs down).
+    [ "$pid" != "$$" ] || return 0
+    local cmd
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
+    case "$cmd" in
+    *"$WATCHDOG_TAG"*"$dir"*) kill -TERM -- "-$pid" 2>/dev/null || true ;;
+    esac
+}
+
 cmd_up() {
     local server=$1 n=$2 dir=$3
     [ -x "$server" ] || die "server binary '$server' is not executable"
@@ -183,7 +216,10 @@ cmd_up() {
         done
         rc=0
         wait_healthy "$dir" || rc=$?
-        [ $rc = 0 ] && return 0
+        if [ $rc = 0 ]; then
+            start_watchdog "$dir" "${CLUSTER_OWNER_PID:-$PPID}"
+            return 0
+        fi
         # Tear down what we started before retrying (or giving up).
         for i in $(seq 1 "$n"); do kill_member "$dir" "$i"; done
         [ $rc = 2 ] || break # not a start failure: ports are not the problem
@@ -197,6 +233,7 @@ cmd_down() {
     local dir=$1 i
     [ -d "$dir" ] || return 0
     dir=$(cd "$dir" && pwd)
+    stop_watchdog "$dir"
     if [ -f "$dir/cluster.env" ]; then
         . "$dir/cluster.env"
         for i in $(seq 1 "$CLUSTER_SIZE"); do kill_member "$dir" "$i"; done
@@ -229,7 +266,7 @@ cmd_run() {
     rmdir "$dir"
     trap 'cmd_down "$dir"' EXIT
     trap 'exit 130' INT TERM
-    cmd_up "$server" "$n" "$dir"
+    CLUSTER_OWNER_PID=$$ cmd_up "$server" "$n" "$dir"
     set -a
     . "$dir/cluster.env"
     set +a

@@ -346,7 +346,8 @@ LEARNER_PORT=$(
 )
 printf '127.0.0.1:%s\t<peer-learner>\n' "$LEARNER_PORT" >>"$OUT/map"
 c member add learner1 --learner --peer-urls="http://127.0.0.1:$LEARNER_PORT"
-LID=$(sed -n 's/^Member \([0-9a-f]*\) added.*/\1/p' "$W/out")
+# etcdctl prints this id with %16x: space-padded when it has fewer than 16 hex digits.
+LID=$(sed -n 's/^Member  *\([0-9a-f]*\) added.*/\1/p' "$W/out")
 c member list
 check "member add id is the unstarted learner in member list" \
     "$("$ETCDCTL" --endpoints="$EP" member list | grep -c "^$LID, unstarted, , http://127.0.0.1:$LEARNER_PORT, , true$")"

@@ -48,8 +48,9 @@
 #      the endpoint in the output of `move-leader` (etcdctl sends it to the current leader).
 #      Why: which member wins an election is timing; what is kept is the multiset of rows, so
 #      "exactly one leader" is still compared.
-#  R13 Column padding and border dashes of `-w table` output are collapsed. Why: column widths
-#      follow the length of ids (R2: etcd prints ids without leading zeros).
+#  R13 Column padding and border dashes of `-w table` output are collapsed, and so is the
+#      padding in "Member ID added to cluster ID" (etcdctl prints both ids with %16x). Why:
+#      widths follow the length of ids (R2: ids are printed without leading zeros).
 use strict;
 use warnings;
 no warnings "portable";    # 64-bit ids: hex() above 0xffffffff is fine on our perl
@@ -105,7 +106,7 @@ for my $l (@lines) {
     }
     learn_hex('member', $1) if $l =~ /^([0-9a-f]+), (?:un)?started, /;
     learn_hex('member', $1) if $l =~ /^\| ([0-9a-f]+) \| +(?:un)?started \|/;
-    if ($l =~ /^Member ([0-9a-f]+) (?:added to|removed from) cluster ([0-9a-f]+)$/) {
+    if ($l =~ /^Member +([0-9a-f]+) (?:added to|removed from|updated in|promoted in) cluster +([0-9a-f]+)$/) {
         learn_hex('member', $1);
         learn_hex('cluster', $2);
     }
@@ -170,6 +171,7 @@ for my $l (@lines) {
         $l = 'ETCD_INITIAL_CLUSTER="' . join(',', sort split(/,/, $1)) . '"';
     }
     # R13
+    $l =~ s/^Member +<member> (\S+ \S+) cluster +<cluster>$/Member <member> $1 cluster <cluster>/;
     if ($l =~ /^[+|]/) {
         $l =~ s/ +/ /g;
         $l =~ s/-+/-/g;
