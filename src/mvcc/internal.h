@@ -11,11 +11,15 @@
 #include <pthread.h>
 
 /* ---- Revisions ------------------------------------------------------------------------------
- * In memory a revision is packed into 64 bits: main << 20 | sub << 1 | tombstone. Ordering the
- * packed values orders (main, sub). main is bounded by 2^43 (8.8e12 writes) and sub by 2^19
- * changes per revision (max_txn_ops bounds it far lower); both are asserted. */
-#define REV_SUB_BITS 19
-#define REV_MAIN_MAX ((int64_t)1 << 43)
+ * In memory a revision is packed into 64 bits: main << 24 | sub << 1 | tombstone, so ordering
+ * the packed values orders (main, sub) and the index pays 8 bytes per revision. The price is two
+ * bounds, both checked before anything is written (BATON_ETOOBIG, never an assertion):
+ * main < 2^40 (1.1e12 write revisions: 35 years at a sustained 1,000 writes/s) and
+ * sub < 2^23 (8.4 million changes in one revision: a DeleteRange or lease revoke of more keys
+ * is refused). LMDB record keys keep the full 8 + 8 bytes, so widening this later needs no
+ * change on disk. */
+#define REV_SUB_BITS 23
+#define REV_MAIN_MAX ((int64_t)1 << 40)
 #define REV_SUB_MAX  ((int64_t)1 << REV_SUB_BITS)
 static inline uint64_t rev_pack(int64_t main, int64_t sub, bool tomb)
 {
@@ -67,23 +71,52 @@ size_t kv_encode(const struct kvfields *f, uint8_t *p);
 int kv_decode(const uint8_t *p, size_t len, struct kvfields *f);
 
 /* ---- Key index --------------------------------------------------------------------------------
- * An ordered map user key → revisions. Why a two-level structure of sorted chunks (a B+-tree of
- * height two): ranges are the main read, so entries must be walked in key order with good
- * locality; a chunk of 128 entry pointers is one binary search and a linear scan; inserting
- * moves at most 127 pointers inside a chunk, and a split moves one pointer array of
- * (keys / 96) chunk pointers, which at a million keys is ~80 KB every ~64 inserts: cheaper than
- * maintaining a deeper tree, and far more compact than a skip list (no per-entry towers). The
- * per-key cost is one allocation holding the key and its packed revisions, plus ~11 bytes of
- * chunk slot at typical fill. */
+ * An ordered map user key → revisions, plus a hash table over the same entries.
+ *
+ * Order: a two-level structure of sorted chunks (a B+-tree of height two). Ranges are the main
+ * read, so entries must be walked in key order with good locality; a chunk of 128 entry
+ * pointers is one binary search and a linear scan; inserting moves at most 127 pointers inside a
+ * chunk, and a split moves one pointer array of (keys / ~90) chunk pointers, which at a million
+ * keys is ~90 KB every ~64 inserts: cheaper than maintaining a deeper tree, and far more
+ * compact than a skip list (no per-entry towers).
+ *
+ * Exact lookups (every put, delete, compare, compaction and hash check) go through an
+ * open-addressing hash table (linear probing, CRC32C of the key, load <= 0.7): one or two
+ * memory accesses instead of ~20 dependent ones through the binary searches. Entries never move
+ * (revisions beyond the first live in a separate array), so both structures point at them.
+ *
+ * Cost per key: one allocation of 16 bytes + the key (the common single revision inline), about
+ * 11 bytes of chunk slot and 11-23 bytes of hash slot. */
+struct krevs {
+    uint32_t n, cap;
+    uint64_t v[];
+};
+/* 16 bytes + the key: with the usual single revision inline, a 20-byte key fits glibc's 48-byte
+ * chunk. A key with more revisions keeps them in a separate krevs array (until compaction
+ * brings it back to one). */
 struct kent {
     uint32_t klen;
-    uint32_t nrevs;
-    uint32_t cap;
-    uint8_t data[]; /* key bytes, padding to 8, then uint64_t revs[cap] */
+    uint32_t hash : 31; /* crc32c of the key, top bit dropped */
+    uint32_t ool : 1;   /* revisions out of line in r.arr */
+    union {
+        uint64_t rev; /* inline: the only revision, 0 while none */
+        struct krevs *arr;
+    } r;
+    uint8_t data[]; /* the key */
 };
+static inline uint32_t kent_nrevs(const struct kent *e)
+{
+    return e->ool ? e->r.arr->n : (e->r.rev != 0);
+}
 static inline uint64_t *kent_revs(struct kent *e)
 {
-    return (uint64_t *)(void *)(e->data + ((e->klen + 12 + 7) & ~(size_t)7) - 12);
+    return e->ool ? e->r.arr->v : &e->r.rev;
+}
+/* The newest revision (0 if none). */
+static inline uint64_t kent_last(struct kent *e)
+{
+    uint32_t n = kent_nrevs(e);
+    return n ? kent_revs(e)[n - 1] : 0;
 }
 
 #define KCHUNK_MAX 128
@@ -94,8 +127,10 @@ struct kchunk {
 struct kidx {
     struct kchunk **chunks;
     size_t nchunks, cap;
+    struct kent **tab; /* hash table, tcap slots (a power of two) */
+    size_t tcap;
     size_t nkeys;
-    size_t bytes; /* heap bytes in use (entries + chunks + chunk array) */
+    size_t bytes; /* heap bytes in use (entries, revision arrays, chunks, arrays, table) */
 };
 struct kpos {
     size_t c, i;
@@ -118,7 +153,8 @@ static inline struct kpos kidx_next(const struct kidx *x, struct kpos p)
     return p;
 }
 struct kent *kidx_get(const struct kidx *x, const uint8_t *k, size_t klen);
-/* Appends rev (greater than the key's last) to k's revisions, inserting k if absent. */
+/* Appends rev to k's revisions, inserting k if absent. 0, BATON_ENOMEM, or BATON_EINVAL when
+ * rev is not above the key's last revision (the caller's data is out of order). */
 int kidx_add(struct kidx *x, const uint8_t *k, size_t klen, uint64_t rev);
 /* Compacts every entry at main revision rev; removes entries left empty. */
 void kidx_compact(struct kidx *x, int64_t rev);

@@ -236,7 +236,8 @@ void lease_detach(struct lease_table *t, int64_t id, const uint8_t *k, size_t kl
 /* ---- Replicated operations ---------------------------------------------------------------------
  */
 
-int mvcc_lease_grant(struct mvcc_store *s, int64_t id, int64_t ttl_s, int64_t *granted_id)
+int mvcc_lease_grant(struct mvcc_store *s, int64_t id, int64_t ttl_s, int64_t *granted_id,
+                     int64_t *granted_ttl_s)
 {
     if (s->poisoned)
         return BATON_ECLOSED;
@@ -248,6 +249,8 @@ int mvcc_lease_grant(struct mvcc_store *s, int64_t id, int64_t ttl_s, int64_t *g
         return MVCC_ELEASETTLTOOLARGE;
     if (id < 0)
         return BATON_EINVAL;
+    if (ttl_s < s->cfg.min_lease_ttl_s)
+        ttl_s = s->cfg.min_lease_ttl_s;
     struct lease_table *t = &s->leases;
     if (id == 0) {
         /* Derived from the Raft index (and a counter within it) so every member picks the same
@@ -275,6 +278,8 @@ int mvcc_lease_grant(struct mvcc_store *s, int64_t id, int64_t ttl_s, int64_t *g
         return rc;
     }
     *granted_id = id;
+    if (granted_ttl_s)
+        *granted_ttl_s = ttl_s;
     return 0;
 }
 

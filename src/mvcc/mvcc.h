@@ -44,7 +44,9 @@
  *   MVCC_ELEASEEXISTS         "etcdserver: lease already exists"
  *   MVCC_ELEASETTLTOOLARGE    "etcdserver: too large lease TTL"
  *   MVCC_ETOOMANYOPS          "etcdserver: too many operations in txn request"
- * Others: BATON_EINVAL (misuse), BATON_ENOMEM, BATON_ECORRUPT (bad data file; the open error
+ * Others: BATON_ETOOBIG (a bound: more than 8.4 million changes in one revision, e.g. one
+ * DeleteRange of more keys, or the 2^40th revision; see internal.h), BATON_EINVAL (misuse),
+ * BATON_ENOMEM, BATON_ECORRUPT (bad data file; the open error
  * text names the path), BATON_EBUSY (a defragmentation is switching files), BATON_ECLOSED
  * (poisoned handle), -errno from the system.
  */
@@ -81,6 +83,7 @@ struct mvcc_config {
     uint64_t map_size_bytes;    /* LMDB map size; default quota + max(quota/2, 64 MiB) headroom */
     uint32_t max_txn_ops;       /* default 128 as etcd's --max-txn-ops */
     uint32_t watch_batch_max;   /* most events per watch callback; default 1000 */
+    int64_t min_lease_ttl_s;    /* shorter lease TTLs are raised to this (etcd: 1.5 × election) */
     const struct log_sink *log; /* borrowed, may be NULL */
 };
 
@@ -272,13 +275,20 @@ int mvcc_aux_put(struct mvcc_store *s, struct mvcc_bytes name, struct mvcc_bytes
 int mvcc_aux_delete(struct mvcc_store *s, struct mvcc_bytes name);
 int mvcc_aux_get(struct mvcc_store *s, struct mvcc_bytes name, struct arena *a,
                  struct mvcc_bytes *value);
+/* Up to max entries whose names start with prefix (empty: all), in name order, copied into the
+ * arena; *more tells whether entries were left out. */
+int mvcc_aux_list(struct mvcc_store *s, struct mvcc_bytes prefix, size_t max, struct arena *a,
+                  struct mvcc_bytes **names, struct mvcc_bytes **values, size_t *n, bool *more);
 
 /* ---- Leases -------------------------------------------------------------------------------
  * Grant and revoke are replicated (inside a batch). Renew, promote, demote and expiry queries
  * are leader-local, never persisted, as in etcd. */
 #define MVCC_MAX_LEASE_TTL 9000000000LL
-/* id 0: a fresh id derived from the batch's Raft index (identical on every member). */
-int mvcc_lease_grant(struct mvcc_store *s, int64_t id, int64_t ttl_s, int64_t *granted_id);
+/* id 0: a fresh id derived from the Raft index set by mvcc_batch_begin/set_index (identical on
+ * every member when the server sets the index of each entry before applying it). The TTL is
+ * raised to min_lease_ttl_s; *granted_ttl_s (may be NULL) gets the TTL in force. */
+int mvcc_lease_grant(struct mvcc_store *s, int64_t id, int64_t ttl_s, int64_t *granted_id,
+                     int64_t *granted_ttl_s);
 /* Deletes the attached keys in one revision, then the lease. */
 int mvcc_lease_revoke(struct mvcc_store *s, int64_t id);
 /* Leader: resets the lease's expiry to now + TTL; *ttl_s gets the TTL. */
@@ -287,7 +297,8 @@ int mvcc_lease_renew(struct mvcc_store *s, int64_t id, uint64_t now_ms, int64_t 
 void mvcc_lease_promote(struct mvcc_store *s, uint64_t now_ms);
 /* Follower: no expiry tracking. */
 void mvcc_lease_demote(struct mvcc_store *s);
-/* Leader: up to max ids of leases expired at now_ms (earliest first); *n gets the count. */
+/* Leader: up to max ids of leases expired at now_ms (in heap order, not sorted); *n gets the
+ * count. Leases stay until their revoke is applied, so a later call reports them again. */
 int mvcc_lease_expired(struct mvcc_store *s, uint64_t now_ms, int64_t *ids, size_t max, size_t *n);
 struct mvcc_lease_info {
     int64_t id, ttl_s, granted_ttl_s; /* ttl_s: remaining (-1: expired/not tracked) */
@@ -319,7 +330,9 @@ struct mvcc_watch_batch {
     size_t events_len;
 };
 /* Returns 0 when it took the batch, BATON_EBUSY when its own bounded buffer is full: the watcher
- * then moves to the catch-up set and the same events are re-read from LMDB by mvcc_watch_step. */
+ * then moves to the catch-up set and the same events are re-read from LMDB by mvcc_watch_step.
+ * The callback must not call into the store (cancel, create, ...): it queues such work for
+ * after the call that delivered (mvcc_batch_commit, mvcc_watch_step, mvcc_watch_progress). */
 typedef int (*mvcc_watch_fn)(void *ctx, const struct mvcc_watch_batch *b);
 
 struct mvcc_watch_req {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define META_APPLIED_INDEX "applied_index"
 #define META_APPLIED_TERM  "applied_term"
@@ -170,13 +171,11 @@ static int store_rebuild(struct mvcc_store *s, MDB_txn *txn, int64_t *max_main)
             err = BATON_ECORRUPT;
             break;
         }
-        struct kent *e = kidx_get(&s->idx, f.key.p, f.key.len);
-        if (e && e->nrevs && kent_revs(e)[e->nrevs - 1] >= r) {
-            err = BATON_ECORRUPT;
+        if ((err = kidx_add(&s->idx, f.key.p, f.key.len, r)) != 0) {
+            if (err == BATON_EINVAL)
+                err = BATON_ECORRUPT; /* revisions out of order on disk */
             break;
         }
-        if ((err = kidx_add(&s->idx, f.key.p, f.key.len, r)) != 0)
-            break;
         last = r;
     }
     mdb_cursor_close(cur);
@@ -213,7 +212,7 @@ static int store_restore_leases(struct mvcc_store *s, MDB_txn *txn)
     for (struct kpos p = kidx_seek(&s->idx, NULL, 0); kidx_at(&s->idx, p);
          p = kidx_next(&s->idx, p)) {
         struct kent *e = kidx_at(&s->idx, p);
-        uint64_t r = kent_revs(e)[e->nrevs - 1];
+        uint64_t r = kent_last(e);
         if (rev_tomb(r))
             continue;
         struct mvcc_bytes val;
@@ -247,6 +246,7 @@ static int store_open_dbis(struct mvcc_store *s, unsigned flags)
     return mdb_to_err(mdb_txn_commit(txn));
 }
 
+int store_verify_file(const char *path, char *why, size_t why_len);
 int store_env_open(struct mvcc_store *s);
 int store_env_open(struct mvcc_store *s)
 {
@@ -333,7 +333,20 @@ int mvcc_open(const struct mvcc_config *cfg, struct mvcc_store **out, char *errb
         free(s);
         return BATON_ENOMEM;
     }
-    int rc = store_env_open(s);
+    /* A copy left by a defragmentation interrupted before its switch is garbage. */
+    char stale[4200];
+    if ((size_t)snprintf(stale, sizeof(stale), "%s.defrag", s->path) < sizeof(stale))
+        unlink(stale);
+    char why[160] = "";
+    int rc = store_verify_file(s->path, why, sizeof(why));
+    if (rc != 0) {
+        if (errbuf && errbuf_len)
+            snprintf(errbuf, errbuf_len, "%s: structural check: %s: %s", s->path,
+                     why[0] ? why : "unreadable", mvcc_strerror(rc));
+        mvcc_close(s);
+        return rc;
+    }
+    rc = store_env_open(s);
     if (rc != 0) {
         set_err(errbuf, errbuf_len, s->path, "opening LMDB file", rc);
         mvcc_close(s);
@@ -503,7 +516,15 @@ static int write_check(struct mvcc_store *s)
 {
     if (s->poisoned)
         return BATON_ECLOSED;
-    return s->wtxn ? 0 : BATON_EINVAL;
+    if (!s->wtxn)
+        return BATON_EINVAL;
+    return s->rev + 1 < REV_MAIN_MAX ? 0 : BATON_ETOOBIG;
+}
+
+/* Whether n more changes fit in the revision being written. */
+static int sub_room(struct mvcc_store *s, size_t n)
+{
+    return (uint64_t)s->op_sub + n < (uint64_t)REV_SUB_MAX ? 0 : BATON_ETOOBIG;
 }
 
 /* ---- KeyValues into the caller's arena ---------------------------------------------------- */
@@ -739,9 +760,9 @@ static int latest_live(struct mvcc_store *s, const uint8_t *k, size_t klen, stru
 {
     *found = false;
     struct kent *e = kidx_get(&s->idx, k, klen);
-    if (!e || e->nrevs == 0)
+    uint64_t r = e ? kent_last(e) : 0;
+    if (r == 0)
         return 0;
-    uint64_t r = kent_revs(e)[e->nrevs - 1];
     if (rev_tomb(r))
         return 0;
     int rc = store_get_rec(s, s->wtxn, r, val);
@@ -931,6 +952,12 @@ static int delete_list(struct mvcc_store *s, struct mvcc_bytes *keys, size_t n, 
     return 0;
 }
 
+static int count_visit(void *ctx, struct kent *e, uint64_t r)
+{
+    (*(size_t *)ctx)++;
+    return 0;
+}
+
 static int delete_apply(struct mvcc_store *s, const struct mvcc_delete_req *req, struct arena *a,
                         struct mvcc_delete_resp *resp)
 {
@@ -939,6 +966,8 @@ static int delete_apply(struct mvcc_store *s, const struct mvcc_delete_req *req,
     int rc = index_walk(s, req->key, req->range_end, s->rev + 1, keylist_visit, &l);
     if (rc != 0)
         return rc;
+    /* Checked before, for the whole request (mvcc_delete_range, txn_check_path); asserted. */
+    BATON_ASSERT(sub_room(s, l.n) == 0);
     return delete_list(s, l.k, l.n, req->prev_kv, a, resp);
 }
 
@@ -985,6 +1014,10 @@ int mvcc_delete_range(struct mvcc_store *s, const struct mvcc_delete_req *req, s
     if (req->key.len == 0)
         return MVCC_EEMPTYKEY;
     arena_reset(&s->scratch);
+    size_t live = 0;
+    if ((rc = index_walk(s, req->key, req->range_end, s->rev, count_visit, &live)) != 0 ||
+        (rc = sub_room(s, live)) != 0)
+        return rc;
     if ((rc = delete_apply(s, req, a, resp)) != 0)
         return op_fail(s, rc);
     op_end(s);
@@ -995,7 +1028,12 @@ int mvcc_delete_range(struct mvcc_store *s, const struct mvcc_delete_req *req, s
 int store_delete_keys(struct mvcc_store *s, struct mvcc_bytes *keys, size_t n)
 {
     struct mvcc_delete_resp resp = {0};
-    int rc = delete_list(s, keys, n, false, NULL, &resp);
+    int rc = write_check(s);
+    if (rc == 0)
+        rc = sub_room(s, n);
+    if (rc != 0)
+        return rc; /* nothing written */
+    rc = delete_list(s, keys, n, false, NULL, &resp);
     if (rc != 0)
         return op_fail(s, rc);
     op_end(s);
@@ -1323,9 +1361,10 @@ static int txn_compute_path(struct mvcc_store *s, MDB_txn *txn, const struct mvc
     return 0;
 }
 
-/* etcd's checkTxn along the path: request errors before anything is written. */
+/* etcd's checkTxn along the path: request errors before anything is written. *changes gets an
+ * upper bound of the changes the path makes (for the sub-revision bound). */
 static int txn_check_path(struct mvcc_store *s, MDB_txn *txn, const struct mvcc_txn_req *t,
-                          const bool *path, size_t *pi)
+                          const bool *path, size_t *pi, size_t *changes)
 {
     bool ok = path[(*pi)++];
     const struct mvcc_op *ops = ok ? t->success : t->failure;
@@ -1338,11 +1377,14 @@ static int txn_check_path(struct mvcc_store *s, MDB_txn *txn, const struct mvcc_
             break;
         case MVCC_OP_PUT:
             rc = put_check(s, txn, &ops[i].u.put);
+            (*changes)++;
             break;
         case MVCC_OP_DELETE:
+            rc = index_walk(s, ops[i].u.del.key, ops[i].u.del.range_end, s->rev, count_visit,
+                            changes);
             break;
         case MVCC_OP_TXN:
-            rc = txn_check_path(s, txn, ops[i].u.txn, path, pi);
+            rc = txn_check_path(s, txn, ops[i].u.txn, path, pi, changes);
             break;
         }
         if (rc != 0)
@@ -1423,9 +1465,14 @@ int mvcc_txn(struct mvcc_store *s, const struct mvcc_txn_req *req, struct arena 
     if (!s->wtxn || s->op_sub == 0)
         arena_reset(&s->scratch);
     struct txn_path tp = {0};
-    size_t pi = 0;
+    size_t pi = 0, changes = 0;
+    if (writes && (rc = write_check(s)) != 0) {
+        store_read_done(s, txn);
+        return rc;
+    }
     if ((rc = txn_compute_path(s, txn, req, &tp)) != 0 ||
-        (rc = txn_check_path(s, txn, req, tp.p, &pi)) != 0) {
+        (rc = txn_check_path(s, txn, req, tp.p, &pi, &changes)) != 0 ||
+        (rc = sub_room(s, changes)) != 0) {
         store_read_done(s, txn);
         return rc;
     }
@@ -1475,7 +1522,7 @@ static int rec_kept(struct mvcc_store *s, struct mvcc_bytes val, uint64_t r, boo
     if (!e)
         return 0;
     uint64_t *revs = kent_revs(e);
-    uint32_t lo = 0, hi = e->nrevs;
+    uint32_t n = kent_nrevs(e), lo = 0, hi = n;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         if (revs[mid] < r)
@@ -1483,7 +1530,7 @@ static int rec_kept(struct mvcc_store *s, struct mvcc_bytes val, uint64_t r, boo
         else
             hi = mid;
     }
-    *kept = lo < e->nrevs && revs[lo] == r;
+    *kept = lo < n && revs[lo] == r;
     return 0;
 }
 
@@ -1653,6 +1700,53 @@ int mvcc_aux_get(struct mvcc_store *s, struct mvcc_bytes name, struct arena *a,
     }
     store_read_done(s, txn);
     return rc;
+}
+
+int mvcc_aux_list(struct mvcc_store *s, struct mvcc_bytes prefix, size_t max, struct arena *a,
+                  struct mvcc_bytes **names, struct mvcc_bytes **values, size_t *n, bool *more)
+{
+    *n = 0;
+    *more = false;
+    if (prefix.len > AUX_NAME_MAX)
+        return BATON_EINVAL;
+    *names = arena_alloc(a, (max ? max : 1) * sizeof(**names));
+    *values = arena_alloc(a, (max ? max : 1) * sizeof(**values));
+    if (!*names || !*values)
+        return BATON_ENOMEM;
+    MDB_txn *txn;
+    int rc = store_read_txn(s, &txn);
+    if (rc != 0)
+        return rc;
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, s->dbi_aux, &cur)) != 0) {
+        store_read_done(s, txn);
+        return mdb_to_err(rc);
+    }
+    MDB_val k = {prefix.len, (void *)prefix.p}, d;
+    int err = 0;
+    for (rc = mdb_cursor_get(cur, &k, &d, prefix.len ? MDB_SET_RANGE : MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+        if (prefix.len && (k.mv_size < prefix.len || memcmp(k.mv_data, prefix.p, prefix.len) != 0))
+            break;
+        if (*n == max) {
+            *more = true;
+            break;
+        }
+        uint8_t *kp = arena_dup(a, k.mv_data, k.mv_size ? k.mv_size : 1);
+        uint8_t *dp = arena_dup(a, d.mv_data, d.mv_size ? d.mv_size : 1);
+        if (!kp || !dp) {
+            err = BATON_ENOMEM;
+            break;
+        }
+        (*names)[*n] = (struct mvcc_bytes){kp, k.mv_size};
+        (*values)[*n] = (struct mvcc_bytes){dp, d.mv_size};
+        (*n)++;
+    }
+    mdb_cursor_close(cur);
+    store_read_done(s, txn);
+    if (!err && rc != 0 && rc != MDB_NOTFOUND)
+        err = mdb_to_err(rc);
+    return err;
 }
 
 bool mvcc_quota_exceeded(struct mvcc_store *s)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #define LOG_BLOCK_BYTES (1u << 20)
+#define LOG_SPARES_MAX  16 /* freed blocks kept for reuse: no malloc, no page faults */
 
 struct raft_log_block {
     struct raft_log_block *next;
@@ -23,15 +24,33 @@ void raft_log_init(struct raft_log *l)
     l->block_bytes = LOG_BLOCK_BYTES;
 }
 
-static void log_free_blocks(struct raft_log *l)
+static void free_list(struct raft_log_block *b)
 {
-    struct raft_log_block *b = l->head;
     while (b) {
         struct raft_log_block *n = b->next;
         free(b);
         b = n;
     }
-    l->head = l->tail = NULL;
+}
+
+static void log_free_blocks(struct raft_log *l)
+{
+    free_list(l->head);
+    free_list(l->spares);
+    l->head = l->tail = l->spares = NULL;
+    l->spares_len = 0;
+}
+
+/* Keeps a standard-size block for reuse, or frees it. */
+static void block_release(struct raft_log *l, struct raft_log_block *b)
+{
+    if (b->cap == l->block_bytes && l->spares_len < LOG_SPARES_MAX) {
+        b->next = l->spares;
+        l->spares = b;
+        l->spares_len++;
+        return;
+    }
+    free(b);
 }
 
 void raft_log_free(struct raft_log *l)
@@ -87,9 +106,15 @@ static uint8_t *log_payload_alloc(struct raft_log *l, size_t len, uint64_t index
     size_t need = (len + 7) & ~(size_t)7;
     if (!b || b->cap - b->used < need) {
         size_t cap = need > l->block_bytes ? need : l->block_bytes;
-        b = malloc(sizeof(*b) + cap);
-        if (!b)
-            return NULL;
+        if (cap == l->block_bytes && l->spares) {
+            b = l->spares;
+            l->spares = b->next;
+            l->spares_len--;
+        } else {
+            b = malloc(sizeof(*b) + cap);
+            if (!b)
+                return NULL;
+        }
         b->next = NULL;
         b->max_index = 0;
         b->used = 0;
@@ -152,7 +177,7 @@ void raft_log_compact(struct raft_log *l, uint64_t index)
     while (l->head && l->head != l->tail && l->head->max_index <= index) {
         struct raft_log_block *b = l->head;
         l->head = b->next;
-        free(b);
+        block_release(l, b);
     }
 }
 

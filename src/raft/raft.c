@@ -48,7 +48,6 @@ struct progress {
     uint64_t snap_term;
     uint64_t snap_acked; /* bytes the follower confirmed */
     uint64_t snap_next;  /* next offset to read and send */
-    uint32_t snap_inflight;
     uint32_t snap_idle;
     bool snap_read_pending;
     bool snap_last_sent;
@@ -723,6 +722,21 @@ static int append_entry(struct raft *r, uint8_t type, const void *data, size_t l
     return 0;
 }
 
+/* Acknowledgements still waiting for durability that claim entries after index are dropped when
+ * those entries leave the log (truncation, snapshot install): once released they would claim
+ * entries the disk will never hold. */
+static void drop_waiting_acks_after(struct raft *r, uint64_t index)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->wait_len; i++) {
+        const struct raft_msg *m = &r->wait[i].m;
+        if (m->type == RAFT_MSG_APPEND_RESP && !m->reject && m->index > index)
+            continue;
+        r->wait[n++] = r->wait[i];
+    }
+    r->wait_len = n;
+}
+
 /* Drops entries after index (a follower resolving a conflict, §5.3). Durable and in-flight
  * bookkeeping shrink with it; the next persist batch tells the caller to drop them too. */
 static void truncate_after(struct raft *r, uint64_t index)
@@ -731,6 +745,7 @@ static void truncate_after(struct raft *r, uint64_t index)
     RLOG(r, LOG_INFO, "msg=\"truncating log\" after=%" PRIu64 " last_index=%" PRIu64, index,
          last_index(r));
     raft_log_truncate_after(&r->log, index);
+    drop_waiting_acks_after(r, index);
     if (r->unstable_from > index + 1)
         r->unstable_from = index + 1;
     if (r->stable_index > index)
@@ -784,7 +799,7 @@ static void become_snapshot(struct raft *r, struct progress *pr)
     pr->snap_index = r->snap.index;
     pr->snap_term = r->snap.term;
     pr->snap_acked = pr->snap_next = 0;
-    pr->snap_inflight = pr->snap_idle = 0;
+    pr->snap_idle = 0;
     pr->snap_read_pending = pr->snap_last_sent = false;
     RLOG(r, LOG_INFO, "msg=\"sending snapshot\" to=%" PRIu64 " index=%" PRIu64, pr->id,
          pr->snap_index);
@@ -1102,32 +1117,50 @@ static int handle_snapshot(struct raft *r, const struct raft_msg *m)
         return BATON_EPROTO;
     if (m->data_len > 0 && !m->data)
         return BATON_EPROTO;
-    if (m->offset == 0) {
+    /* An installed snapshot waits for its persist batch: its last chunk is still pending, so
+     * nothing may touch the reception state until the batch is formed. The leader resends. */
+    if (r->install_pending)
+        return 0;
+    bool same = m->index == r->rx_index && m->log_term == r->rx_term && r->rx_index != 0;
+    if (!same && m->offset == 0) {
         r->rx_index = m->index;
         r->rx_term = m->log_term;
         r->rx_offset = 0;
+        r->chunk_pending = false; /* a newer snapshot replaces a half-received one */
+        same = true;
     }
     struct raft_msg resp = {.type = RAFT_MSG_SNAPSHOT_RESP, .to = m->from, .index = m->index};
-    if (m->index != r->rx_index || m->log_term != r->rx_term || m->offset != r->rx_offset) {
+    RLOG(r, LOG_DEBUG,
+         "msg=\"snapshot chunk\" from=%" PRIu64 " index=%" PRIu64 " offset=%" PRIu64
+         " len=%u last=%d expected=%" PRIu64,
+         m->from, m->index, m->offset, m->data_len, m->last, r->rx_offset);
+    if (!same || m->offset > r->rx_offset) {
+        /* A gap (lost or reordered chunk) or another snapshot: say where to resume. */
         resp.reject = true;
-        resp.offset = m->index == r->rx_index && m->log_term == r->rx_term ? r->rx_offset : 0;
+        resp.offset = same ? r->rx_offset : 0;
         send(r, &resp);
         return 0;
     }
-    if (r->chunk_pending || r->install_pending)
-        return 0; /* one chunk at a time: the leader resends after its timeout */
-    buf_clear(&r->chunk_buf);
+    if (m->offset < r->rx_offset) {
+        resp.offset = r->rx_offset; /* a duplicate: acknowledge what we have */
+        send_after_persist(r, &resp);
+        return 0;
+    }
+    /* Chunks that arrive before the caller took the previous one are merged with it, up to a
+     * bound; past it the chunk is dropped and the leader resends after its timeout. */
+    if (r->chunk_pending && r->chunk.len + (uint64_t)m->data_len > RAFT_CHUNK_BYTES_MAX)
+        return 0;
+    if (!r->chunk_pending) {
+        buf_clear(&r->chunk_buf);
+        r->chunk =
+            (struct raft_snap_chunk){.index = m->index, .term = m->log_term, .offset = m->offset};
+    }
     int rc = buf_append(&r->chunk_buf, m->data, m->data_len);
     if (rc)
         return rc;
-    r->chunk = (struct raft_snap_chunk){
-        .index = m->index,
-        .term = m->log_term,
-        .offset = m->offset,
-        .len = m->data_len,
-        .data = r->chunk_buf.data,
-        .last = m->last,
-    };
+    r->chunk.len += m->data_len;
+    r->chunk.data = r->chunk_buf.data;
+    r->chunk.last = m->last;
     r->chunk_pending = true;
     r->rx_offset += m->data_len;
     if (!m->last) {
@@ -1139,6 +1172,7 @@ static int handle_snapshot(struct raft *r, const struct raft_msg *m)
     RLOG(r, LOG_INFO, "msg=\"installing snapshot\" index=%" PRIu64 " snap_term=%" PRIu64, m->index,
          m->log_term);
     raft_log_reset(&r->log, m->index, m->log_term);
+    drop_waiting_acks_after(r, m->index);
     r->snap = (struct raft_snapshot_meta){.index = m->index, .term = m->log_term};
     r->snap.config = *m->config;
     r->install_meta = r->snap;
@@ -1212,7 +1246,8 @@ static void handle_vote_resp(struct raft *r, const struct raft_msg *m)
 static void pump_snapshot(struct raft *r, struct progress *pr)
 {
     if (pr->state != RAFT_PROGRESS_SNAPSHOT || pr->snap_read_pending || pr->snap_last_sent ||
-        pr->snap_inflight >= r->o.snapshot_chunks_inflight)
+        pr->snap_next - pr->snap_acked >=
+            (uint64_t)r->o.snapshot_chunks_inflight * r->o.snapshot_chunk_bytes)
         return;
     if (GROW(r->sr, r->sr_cap, r->sr_len + 1))
         return; /* retried at the next timeout */
@@ -1230,7 +1265,6 @@ static void restart_snapshot_from_ack(struct raft *r, struct progress *pr, uint6
 {
     pr->snap_acked = offset;
     pr->snap_next = offset;
-    pr->snap_inflight = 0;
     pr->snap_idle = 0;
     pr->snap_last_sent = false;
     pr->snap_read_pending = false;
@@ -1241,15 +1275,24 @@ static void handle_snapshot_resp(struct raft *r, const struct raft_msg *m, struc
 {
     if (pr->state != RAFT_PROGRESS_SNAPSHOT || m->index != pr->snap_index)
         return;
+    RLOG(r, LOG_DEBUG,
+         "msg=\"snapshot ack\" from=%" PRIu64 " offset=%" PRIu64 " reject=%d acked=%" PRIu64,
+         m->from, m->offset, m->reject, pr->snap_acked);
     pr->snap_idle = 0;
     if (m->reject) {
-        restart_snapshot_from_ack(r, pr, BATON_MIN(m->offset, pr->snap_acked));
+        /* The follower expects m->offset: a chunk was lost or it restarted. */
+        if (m->offset <= pr->snap_next)
+            restart_snapshot_from_ack(r, pr, m->offset);
         return;
     }
-    if (m->offset > pr->snap_acked && m->offset <= pr->snap_next)
+    if (m->offset > pr->snap_acked)
         pr->snap_acked = m->offset;
-    if (pr->snap_inflight > 0)
-        pr->snap_inflight--;
+    if (m->offset > pr->snap_next) {
+        /* The follower holds more than this round sent (we restarted it too eagerly): go on
+         * from there; any chunk read still outstanding is stale. */
+        pr->snap_next = m->offset;
+        pr->snap_read_pending = false;
+    }
     pump_snapshot(r, pr);
 }
 
@@ -1852,7 +1895,6 @@ int raft_snapshot_chunk(struct raft *r, uint64_t peer, uint64_t index, uint64_t 
     send_owned(r, &m, c);
     pr->snap_read_pending = false;
     pr->snap_next = offset + len;
-    pr->snap_inflight++;
     pr->snap_last_sent = last;
     pump_snapshot(r, pr);
     return 0;

@@ -21,8 +21,10 @@ struct raft_log {
     size_t cap;
     uint64_t snap_index; /* index of the entry just before the first, 0 for none */
     uint64_t snap_term;
-    struct raft_log_block *head; /* oldest block */
-    struct raft_log_block *tail; /* block being filled */
+    struct raft_log_block *head;   /* oldest block */
+    struct raft_log_block *tail;   /* block being filled */
+    struct raft_log_block *spares; /* freed blocks kept for reuse */
+    size_t spares_len;
     size_t block_bytes;
 };
 

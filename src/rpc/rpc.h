@@ -201,6 +201,8 @@ struct rpc_server_config {
     uint32_t idle_timeout_ms;      /* GOAWAY after this long without calls; 0 = never (default) */
     uint32_t keepalive_ms;         /* PING after this long without input; default 2 h (etcd) */
     uint32_t keepalive_timeout_ms; /* close when a PING stays unanswered; default 20 s (etcd) */
+    uint32_t ping_min_interval_ms; /* client PINGs closer than this are strikes; 5 s (etcd) */
+    uint32_t ping_strikes_max;     /* GOAWAY ENHANCE_YOUR_CALM "too_many_pings" past; 2 */
     uint32_t resets_burst;         /* RST_STREAM budget, CVE-2023-44487; default 200 */
     uint32_t resets_per_sec;       /* budget refill; default 50 */
     rpc_clock_fn clock;

@@ -66,7 +66,10 @@ struct rpc_conn {
     size_t in_buffered; /* partial request messages held over all calls */
     uint64_t created_ms, last_recv_ms, last_active_ms, ping_sent_ms, reset_ms;
     uint64_t reset_tokens_milli;
+    uint64_t last_ping_recv_ms;
+    uint32_t ping_strikes;
     bool got_settings, ping_outstanding, fatal, shutting_down;
+    bool close_after_send; /* a GOAWAY for misbehaviour is queued: close once it is out */
 };
 
 static uint64_t conn_now(const struct rpc_conn *c)
@@ -95,6 +98,8 @@ void rpc_server_config_default(struct rpc_server_config *cfg)
         .idle_timeout_ms = 0,
         .keepalive_ms = 2 * 3600 * 1000,
         .keepalive_timeout_ms = 20 * 1000,
+        .ping_min_interval_ms = 5000,
+        .ping_strikes_max = 2,
         .resets_burst = 200,
         .resets_per_sec = 50,
     };
@@ -342,8 +347,7 @@ static void call_message(struct rpc_call *call, const uint8_t *data, size_t len)
     call->msgs_in++;
     if (m->kind == RPC_UNARY || m->kind == RPC_SERVER_STREAMING) {
         if (call->msgs_in > 1) {
-            call_abort(call, GRPC_UNIMPLEMENTED,
-                       "grpc: more than one request message for a call that takes one");
+            call_abort(call, GRPC_INTERNAL, "grpc: too many requests for a call that takes one");
             return;
         }
         call->unary_req = rpc_unpack(m->request, &call->arena, data, len);
@@ -374,7 +378,7 @@ static void call_remote_end(struct rpc_call *call)
     }
     if (m->kind == RPC_UNARY || m->kind == RPC_SERVER_STREAMING) {
         if (!call->unary_req) {
-            call_abort(call, GRPC_UNIMPLEMENTED, "grpc: no request message");
+            call_abort(call, GRPC_INTERNAL, "grpc: half-closed without a request");
             return;
         }
         if (m->kind == RPC_UNARY)
@@ -490,6 +494,24 @@ static void conn_count_reset(struct rpc_conn *c)
     nghttp2_session_terminate_session(c->h2, NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
+/* PING flood defence as grpc-go's keepalive enforcement: a PING sooner than
+ * ping_min_interval_ms after the previous one is a strike (sending HEADERS or DATA forgives
+ * them); past ping_strikes_max the client gets GOAWAY ENHANCE_YOUR_CALM "too_many_pings",
+ * the debug text grpc clients react to by slowing their keepalive down. */
+static void conn_count_ping(struct rpc_conn *c)
+{
+    uint64_t now = conn_now(c);
+    if (c->last_ping_recv_ms && now - c->last_ping_recv_ms < c->cfg->ping_min_interval_ms)
+        c->ping_strikes++;
+    c->last_ping_recv_ms = now;
+    if (c->ping_strikes <= c->cfg->ping_strikes_max || c->close_after_send)
+        return;
+    log_write(c->cfg->log, LOG_WARN, "msg=\"too many pings, closing\" conn=%p", (void *)c);
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)"too_many_pings", 14);
+    c->close_after_send = true;
+}
+
 static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
 {
     struct rpc_conn *c = user;
@@ -502,6 +524,8 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
     case NGHTTP2_PING:
         if (frame->hd.flags & NGHTTP2_FLAG_ACK)
             c->ping_outstanding = false;
+        else
+            conn_count_ping(c);
         break;
     case NGHTTP2_RST_STREAM:
         conn_count_reset(c);
@@ -582,6 +606,9 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id, 
 
 static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
 {
+    struct rpc_conn *c = user;
+    if (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA)
+        c->ping_strikes = 0;
     /* Trailers went out while the client may still send: tell it to stop (gRPC over HTTP/2:
      * RST_STREAM(NO_ERROR) after the status). */
     if (frame->hd.type == NGHTTP2_HEADERS && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
@@ -797,7 +824,11 @@ void rpc_conn_shutdown(struct rpc_conn *c)
 
 bool rpc_conn_done(const struct rpc_conn *c)
 {
-    return c->fatal || (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2));
+    if (c->fatal)
+        return true;
+    bool want_write = nghttp2_session_want_write(c->h2);
+    return (c->close_after_send && !want_write) ||
+           (!nghttp2_session_want_read(c->h2) && !want_write);
 }
 
 size_t rpc_conn_calls(const struct rpc_conn *c)

@@ -449,7 +449,7 @@ static void run_line(char *line)
     } else if (strcmp(tok[0], "lease") == 0 && n >= 3 && strcmp(tok[1], "grant") == 0) {
         int64_t id;
         begin();
-        rc = mvcc_lease_grant(S, 0, atoll(tok[2]), &id);
+        rc = mvcc_lease_grant(S, 0, atoll(tok[2]), &id, NULL);
         commit();
         if (rc) {
             print_err(rc);

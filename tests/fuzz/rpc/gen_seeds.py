@@ -51,3 +51,36 @@ seeds = {
 for name, blob in seeds.items():
     with open(os.path.join(here, name), "wb") as f:
         f.write(blob)
+
+# ---- Client seeds: what a server sends (byte 0 = split) ----------------------------------------
+client_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus_client")
+os.makedirs(client_dir, exist_ok=True)
+
+
+def resp_headers(stream, end_stream=False):
+    block = lit(b":status", b"200") + lit(b"content-type", b"application/grpc")
+    return frame(1, 4 | (1 if end_stream else 0), stream, block)
+
+
+def trailers(stream, status, message=b""):
+    block = lit(b"grpc-status", status) + (lit(b"grpc-message", message) if message else b"")
+    return frame(1, 5, stream, block)
+
+
+range_resp = b"\x0a\x02\x18\x05" + b"\x12\x06\x0a\x01k\x2a\x01v" + b"\x20\x01"
+watch_resp = b"\x10\x01\x18\x01" + b"\x5a\x05\x12\x03\x0a\x01k"
+settings_ack = frame(4, 1, 0, b"")
+client_seeds = {
+    "ok": b"\x09" + settings + settings_ack + resp_headers(1) + data(1, grpc(range_resp), False) +
+          trailers(1, b"0"),
+    "errors": b"\x00" + settings + frame(1, 5, 1, lit(b":status", b"200") +
+                                         lit(b"grpc-status", b"11") +
+                                         lit(b"grpc-message", b"etcdserver: mvcc: required%20revision")) +
+              resp_headers(3) + data(3, grpc(watch_resp), False) + data(3, grpc(watch_resp), False) +
+              frame(3, 0, 3, struct.pack(">I", 8)),
+    "goaway": b"\x20" + settings + resp_headers(5) + data(5, grpc(b"\xff" * 10)[:8], False) +
+              frame(7, 0, 0, struct.pack(">II", 1, 11)) + frame(6, 0, 0, b"pingpong"),
+}
+for name, blob in client_seeds.items():
+    with open(os.path.join(client_dir, name), "wb") as f:
+        f.write(blob)

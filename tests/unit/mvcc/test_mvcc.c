@@ -5,6 +5,8 @@
 #include "test.h"
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,7 +227,7 @@ TEST(put_flags_and_errors)
     CHECK_EQ(mvcc_put(s, &r, &A, &resp), MVCC_ELEASENOTFOUND);
     CHECK_EQ(mvcc_rev(s), 1);
     int64_t lid;
-    CHECK_OK(mvcc_lease_grant(s, 77, 60, &lid));
+    CHECK_OK(mvcc_lease_grant(s, 77, 60, &lid, NULL));
     CHECK_OK(mvcc_put(s, &r, &A, &resp));
     r = (struct mvcc_put_req){
         .key = B("a"), .value = B("new"), .ignore_lease = true, .prev_kv = true};
@@ -568,12 +570,12 @@ TEST(leases_grant_revoke_ttl)
     struct mvcc_store *s = open_store();
     int64_t id1, id2, id3;
     begin(s);
-    CHECK_OK(mvcc_lease_grant(s, 0, 10, &id1));
-    CHECK_OK(mvcc_lease_grant(s, 0, 20, &id2));
+    CHECK_OK(mvcc_lease_grant(s, 0, 10, &id1, NULL));
+    CHECK_OK(mvcc_lease_grant(s, 0, 20, &id2, NULL));
     CHECK_NE(id1, id2);
     CHECK_GT(id1, 0);
-    CHECK_EQ(mvcc_lease_grant(s, id1, 5, &id3), MVCC_ELEASEEXISTS);
-    CHECK_EQ(mvcc_lease_grant(s, 0, MVCC_MAX_LEASE_TTL + 1, &id3), MVCC_ELEASETTLTOOLARGE);
+    CHECK_EQ(mvcc_lease_grant(s, id1, 5, &id3, NULL), MVCC_ELEASEEXISTS);
+    CHECK_EQ(mvcc_lease_grant(s, 0, MVCC_MAX_LEASE_TTL + 1, &id3, NULL), MVCC_ELEASETTLTOOLARGE);
     CHECK_OK(mvcc_batch_commit(s));
     CHECK_OK(put(s, "l/a", "1", id1)); /* 2 */
     CHECK_OK(put(s, "l/b", "1", id1)); /* 3 */
@@ -642,11 +644,11 @@ TEST(lease_ids_deterministic)
     int64_t a, b;
     /* Different batching, same per-entry index: same ids. */
     CHECK_OK(mvcc_batch_begin(s1, 7, 1));
-    CHECK_OK(mvcc_lease_grant(s1, 0, 5, &a));
+    CHECK_OK(mvcc_lease_grant(s1, 0, 5, &a, NULL));
     CHECK_OK(mvcc_batch_commit(s1));
     CHECK_OK(mvcc_batch_begin(s2, 5, 1));
     CHECK_OK(mvcc_batch_set_index(s2, 7, 1));
-    CHECK_OK(mvcc_lease_grant(s2, 0, 5, &b));
+    CHECK_OK(mvcc_lease_grant(s2, 0, 5, &b, NULL));
     CHECK_OK(mvcc_batch_commit(s2));
     CHECK_EQ(a, b);
     mvcc_close(s1);
@@ -825,7 +827,7 @@ TEST(quota_alarm)
     CHECK_EQ(put(s, "a", "1", 0), BATON_ENOSPACE);
     int64_t id;
     begin(s);
-    CHECK_EQ(mvcc_lease_grant(s, 0, 5, &id), BATON_ENOSPACE);
+    CHECK_EQ(mvcc_lease_grant(s, 0, 5, &id, NULL), BATON_ENOSPACE);
     struct mvcc_op ops[] = {op_put("k", "v")};
     struct mvcc_txn_req t = {NULL, 0, ops, 1, NULL, 0};
     struct mvcc_txn_resp resp;
@@ -987,4 +989,177 @@ TEST(index_many_keys_ordered)
              (double)mvcc_index_bytes(s) / (double)mvcc_key_count(s));
     mvcc_close(s);
     arena_free(&A);
+}
+
+/* Damaged pages anywhere past the meta pages: opening and reading must end in success or an
+ * error, never a crash inside LMDB (the structural check runs before LMDB maps the file). */
+TEST(corrupt_pages_never_crash)
+{
+    struct mvcc_store *s = open_store();
+    char k[32], v[6000];
+    memset(v, 'x', sizeof(v));
+    for (int b = 0; b < 10; b++) {
+        begin(s);
+        for (int i = 0; i < 60; i++) {
+            snprintf(k, sizeof(k), "key%05d", (b * 37 + i * 101) % 1000);
+            size_t vl = i % 13 == 0 ? 5000 : 20; /* some values on overflow pages */
+            struct mvcc_put_req r = {.key = B(k), .value = {(const uint8_t *)v, vl}};
+            struct mvcc_put_resp resp;
+            CHECK_OK(mvcc_put(s, &r, &A, &resp));
+        }
+        CHECK_OK(mvcc_batch_commit(s));
+    }
+    mvcc_close(s);
+    arena_free(&A);
+    FILE *f = fopen(g_path, "rb");
+    CHECK(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *orig = malloc((size_t)size), *copy = malloc((size_t)size);
+    CHECK_EQ(fread(orig, 1, (size_t)size, f), size);
+    fclose(f);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/damaged", test_tmpdir());
+    struct prng rng;
+    prng_seed(&rng, 99);
+    int opened = 0, refused = 0;
+    for (int it = 0; it < 150; it++) {
+        memcpy(copy, orig, (size_t)size);
+        int flips = 1 + (int)prng_below(&rng, 8);
+        for (int j = 0; j < flips; j++)
+            copy[8192 + prng_below(&rng, (uint64_t)size - 8192)] ^=
+                (uint8_t)(1 + prng_below(&rng, 255));
+        f = fopen(path, "wb");
+        CHECK(f != NULL);
+        CHECK_EQ(fwrite(copy, 1, (size_t)size, f), size);
+        fclose(f);
+        struct mvcc_config cfg;
+        mvcc_config_default(&cfg);
+        cfg.path = path;
+        struct mvcc_store *d = NULL;
+        char err[512];
+        if (mvcc_open(&cfg, &d, err, sizeof(err)) != 0) {
+            CHECK(strstr(err, path) != NULL);
+            refused++;
+            continue;
+        }
+        struct arena a;
+        arena_init(&a, 1 << 16);
+        struct mvcc_range_req r = {.key = {(const uint8_t *)"", 1},
+                                   .range_end = {(const uint8_t *)"", 1}};
+        struct mvcc_range_resp resp;
+        (void)mvcc_range(d, &r, &a, &resp);
+        arena_free(&a);
+        mvcc_close(d);
+        opened++;
+    }
+    test_log("150 damaged copies: %d opened, %d refused with an error", opened, refused);
+    free(orig);
+    free(copy);
+}
+
+TEST(lease_min_ttl)
+{
+    struct mvcc_config cfg;
+    mvcc_config_default(&cfg);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/minttl", test_tmpdir());
+    cfg.path = path;
+    cfg.min_lease_ttl_s = 5;
+    struct mvcc_store *s;
+    CHECK_OK(mvcc_open(&cfg, &s, NULL, 0));
+    int64_t id, ttl;
+    CHECK_OK(mvcc_batch_begin(s, 1, 1));
+    CHECK_OK(mvcc_lease_grant(s, 0, 1, &id, &ttl));
+    CHECK_EQ(ttl, 5);
+    CHECK_OK(mvcc_lease_grant(s, 0, 60, &id, &ttl));
+    CHECK_EQ(ttl, 60);
+    CHECK_OK(mvcc_batch_commit(s));
+    mvcc_close(s);
+}
+
+TEST(aux_table)
+{
+    struct mvcc_store *s = open_store();
+    begin(s);
+    CHECK_OK(mvcc_aux_put(s, B("members/2"), B("b")));
+    CHECK_OK(mvcc_aux_put(s, B("members/1"), B("a")));
+    CHECK_OK(mvcc_aux_put(s, B("members/3"), B("c")));
+    CHECK_OK(mvcc_aux_put(s, B("cluster/id"), B("x")));
+    CHECK_OK(mvcc_aux_delete(s, B("members/3")));
+    CHECK_EQ(mvcc_aux_delete(s, B("members/9")), BATON_ENOTFOUND);
+    CHECK_OK(mvcc_batch_commit(s));
+    CHECK_EQ(mvcc_aux_put(s, B("x"), B("y")), BATON_EINVAL); /* outside a batch */
+    struct mvcc_bytes *names, *values, v;
+    size_t n;
+    bool more;
+    CHECK_OK(mvcc_aux_list(s, B("members/"), 10, &A, &names, &values, &n, &more));
+    CHECK_EQ(n, 2);
+    CHECK(!more);
+    CHECK_MEM(names[0].p, names[0].len, "members/1", 9);
+    CHECK_MEM(values[1].p, values[1].len, "b", 1);
+    CHECK_OK(mvcc_aux_list(s, (struct mvcc_bytes){0}, 2, &A, &names, &values, &n, &more));
+    CHECK_EQ(n, 2);
+    CHECK(more);
+    CHECK_MEM(names[0].p, names[0].len, "cluster/id", 10);
+    mvcc_close(s);
+    arena_free(&A);
+    s = open_store_at(g_path);
+    CHECK_OK(mvcc_aux_get(s, B("members/2"), &A, &v));
+    CHECK_MEM(v.p, v.len, "b", 1);
+    CHECK_EQ(mvcc_aux_get(s, B("members/3"), &A, &v), BATON_ENOTFOUND);
+    CHECK_EQ(mvcc_rev(s), 1); /* the aux table has no revisions */
+    mvcc_close(s);
+    arena_free(&A);
+}
+
+/* A writer killed (SIGKILL) at a random moment: the store reopens, and its applied index and
+ * data agree (each batch i writes counter = i and key k<i>, in one LMDB transaction). */
+TEST(killed_writer_reopens_consistent)
+{
+    snprintf(g_path, sizeof(g_path), "%s/killed", test_tmpdir());
+    struct prng rng;
+    prng_seed(&rng, 5);
+    for (int round = 0; round < 3; round++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            struct mvcc_store *w = open_store_at(g_path);
+            for (uint64_t i = mvcc_applied_index(w) + 1;; i++) {
+                char k[32], v[32];
+                snprintf(k, sizeof(k), "k%llu", (unsigned long long)i);
+                snprintf(v, sizeof(v), "%llu", (unsigned long long)i);
+                struct mvcc_put_req r1 = {.key = B("counter"), .value = B(v)};
+                struct mvcc_put_req r2 = {.key = B(k), .value = B(v)};
+                struct mvcc_put_resp resp;
+                if (mvcc_batch_begin(w, i, 1) || mvcc_put(w, &r1, &A, &resp) ||
+                    mvcc_put(w, &r2, &A, &resp) || mvcc_batch_commit(w))
+                    _exit(3);
+                arena_reset(&A);
+            }
+        }
+        usleep((useconds_t)(50000 + prng_below(&rng, 200000)));
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        CHECK(WIFSIGNALED(st));
+        struct mvcc_store *s = open_store_at(g_path);
+        uint64_t idx = mvcc_applied_index(s);
+        struct mvcc_kv kv;
+        if (idx > 0) {
+            CHECK(get(s, "counter", 0, &kv));
+            CHECK_EQ(strtoull((const char *)kv.value.p, NULL, 10), idx);
+            CHECK_EQ(kv.version, idx);
+            char k[32];
+            snprintf(k, sizeof(k), "k%llu", (unsigned long long)idx);
+            CHECK(get(s, k, 0, &kv));
+            snprintf(k, sizeof(k), "k%llu", (unsigned long long)idx + 1);
+            CHECK(!get(s, k, 0, &kv));
+        }
+        CHECK_EQ(mvcc_rev(s), 1 + 2 * (int64_t)idx);
+        test_log("round %d: killed after %llu batches", round, (unsigned long long)idx);
+        mvcc_close(s);
+        arena_free(&A);
+    }
 }

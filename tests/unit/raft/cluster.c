@@ -200,8 +200,10 @@ void tc_process(struct tc_cluster *c, uint64_t id)
             write_persist(nd, rd.persist);
         for (size_t i = 0; i < rd.msgs_len; i++) {
             CHECK_EQ(rd.msgs[i].from, id);
-            if (rd.msgs[i].type < 16)
+            if (rd.msgs[i].type < 16) {
                 nd->msgs_sent[rd.msgs[i].type]++;
+                nd->msgs_rejected[rd.msgs[i].type] += rd.msgs[i].reject;
+            }
             enqueue(c, &rd.msgs[i]);
         }
         if (rd.apply_snapshot) {
@@ -257,8 +259,27 @@ size_t tc_deliver_round(struct tc_cluster *c)
     c->q = NULL;
     c->q_len = c->q_cap = 0;
     size_t delivered = 0;
+    if (c->chaos) {
+        for (size_t i = n; i > 1; i--) {
+            size_t j = (size_t)prng_below(c->chaos, i);
+            struct tc_msg t = q[i - 1];
+            q[i - 1] = q[j];
+            q[j] = t;
+        }
+    }
     for (size_t i = 0; i < n; i++) {
         struct raft_msg m;
+        if (c->chaos && prng_chance(c->chaos, c->drop_ppm)) {
+            buf_free(&q[i].b);
+            continue;
+        }
+        if (c->chaos && prng_chance(c->chaos, c->dup_ppm)) {
+            /* Deliver a copy later: back into the queue for the next round. */
+            struct raft_msg dm;
+            arena_reset(&c->arena);
+            CHECK_OK(raft_msg_decode(q[i].b.data, q[i].b.len, &dm, &c->arena));
+            enqueue(c, &dm);
+        }
         arena_reset(&c->arena);
         CHECK_OK(raft_msg_decode(q[i].b.data, q[i].b.len, &m, &c->arena));
         struct tc_node *to = node(c, m.to);

@@ -45,7 +45,8 @@ struct tc_node {
     uint64_t reads_ctx[64];
     uint64_t reads_index[64];
     size_t reads_len;
-    size_t msgs_sent[16]; /* per type */
+    size_t msgs_sent[16];     /* per type */
+    size_t msgs_rejected[16]; /* per type, with reject set */
 };
 
 struct tc_msg {
@@ -64,6 +65,11 @@ struct tc_cluster {
     bool cut[TC_NODES_MAX + 1][TC_NODES_MAX + 1]; /* cut[a][b]: a -> b dropped */
     struct arena arena;
     uint64_t seed;
+    /* Network chaos for randomized tests: when set, each delivery round shuffles the queue,
+     * and drops or duplicates messages with these probabilities (per million). */
+    struct prng *chaos;
+    uint32_t drop_ppm;
+    uint32_t dup_ppm;
 };
 
 /* Options every node gets (id, rng filled in per node). Call before tc_start. */

@@ -491,22 +491,40 @@ TEST(garbage_preface_closes)
 static const char preface_and_settings[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
                                            "\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 
-TEST(protocol_error_gets_goaway)
+TEST(protocol_errors_get_goaway_with_their_code)
 {
-    struct pair p;
-    pair_open(&p, NULL);
-    CHECK_OK(rpc_conn_recv(p.conn, preface_and_settings, sizeof(preface_and_settings) - 1));
-    /* DATA on stream 0 is a connection error of type PROTOCOL_ERROR (RFC 9113 6.1). */
-    const char bad[] = "\x00\x00\x01\x00\x00\x00\x00\x00\x00x";
-    rpc_conn_recv(p.conn, bad, sizeof(bad) - 1);
-    struct buf out = {0};
-    CHECK_OK(rpc_conn_send(p.conn, &out, 1 << 20));
-    uint32_t code = 99;
-    CHECK_EQ(frames_count(&out, 7, &code), 1);
-    CHECK_EQ(code, NGHTTP2_PROTOCOL_ERROR);
-    CHECK(rpc_conn_done(p.conn));
-    buf_free(&out);
-    pair_close(&p);
+    static const struct {
+        const char *what;
+        const char *bytes;
+        size_t len;
+        uint32_t code;
+    } cases[] = {
+        /* DATA on stream 0 (RFC 9113 6.1). */
+        {"data on stream 0", "\x00\x00\x01\x00\x00\x00\x00\x00\x00x", 10, NGHTTP2_PROTOCOL_ERROR},
+        /* A 1 MiB frame when SETTINGS_MAX_FRAME_SIZE is 16 KiB (4.2). */
+        {"oversized frame", "\x10\x00\x00\x00\x00\x00\x00\x00\x01", 9, NGHTTP2_FRAME_SIZE_ERROR},
+        /* WINDOW_UPDATE pushing the connection window past 2^31-1 (6.9.1). */
+        {"window overflow", "\x00\x00\x04\x08\x00\x00\x00\x00\x00\x7f\xff\xff\xff", 13,
+         NGHTTP2_FLOW_CONTROL_ERROR},
+        /* SETTINGS with a length that is not a multiple of 6 (6.5). */
+        {"bad settings", "\x00\x00\x05\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 14,
+         NGHTTP2_FRAME_SIZE_ERROR},
+    };
+    for (size_t i = 0; i < BATON_ARRAY_LEN(cases); i++) {
+        test_log("%s", cases[i].what);
+        struct pair p;
+        pair_open(&p, NULL);
+        CHECK_OK(rpc_conn_recv(p.conn, preface_and_settings, sizeof(preface_and_settings) - 1));
+        rpc_conn_recv(p.conn, cases[i].bytes, cases[i].len);
+        struct buf out = {0};
+        CHECK_OK(rpc_conn_send(p.conn, &out, 1 << 20));
+        uint32_t code = 99;
+        CHECK_EQ(frames_count(&out, 7, &code), 1);
+        CHECK_EQ(code, cases[i].code);
+        CHECK(rpc_conn_done(p.conn));
+        buf_free(&out);
+        pair_close(&p);
+    }
 }
 
 TEST(handshake_timeout_closes_silent_connection)
@@ -723,8 +741,16 @@ TEST(request_ending_inside_a_message)
                       7, true);
     int b = raw_start(&r, ECHO("Unary"), "application/grpc", NULL, NULL, "", 0, true);
     raw_pump(&r);
+    /* Two messages on a unary call. */
+    int c = raw_start(&r, ECHO("Unary"), "application/grpc", NULL, NULL,
+                      "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 10, true);
+    raw_pump(&r);
     CHECK_EQ(r.s[a].grpc_status, GRPC_INTERNAL);
-    CHECK_EQ(r.s[b].grpc_status, GRPC_UNIMPLEMENTED);
+    CHECK_STR(r.s[a].grpc_message, "grpc: request ended inside a message");
+    CHECK_EQ(r.s[b].grpc_status, GRPC_INTERNAL);
+    CHECK_STR(r.s[b].grpc_message, "grpc: half-closed without a request");
+    CHECK_EQ(r.s[c].grpc_status, GRPC_INTERNAL);
+    CHECK_STR(r.s[c].grpc_message, "grpc: too many requests for a call that takes one");
     CHECK_EQ(echo_state.started, 0);
     raw_close(&r);
     rpc_conn_destroy(conn);
@@ -765,4 +791,95 @@ TEST(partial_requests_bounded_per_connection)
     raw_close(&r);
     rpc_conn_destroy(conn);
     rpc_server_destroy(srv);
+}
+
+TEST(connection_output_bound_across_calls)
+{
+    struct rpc_server_config cfg;
+    rpc_server_config_default(&cfg);
+    cfg.clock = fake_clock;
+    cfg.stream_out_max_bytes = 1 << 20;
+    cfg.conn_out_max_bytes = 128 * 1024;
+    struct pair p;
+    pair_open(&p, &cfg);
+    uint8_t payload[8000];
+    memset(payload, 'c', sizeof(payload));
+    Baton__Test__EchoRequest req = BATON__TEST__ECHO_REQUEST__INIT;
+    req.payload.data = payload;
+    req.payload.len = sizeof(payload);
+    req.count = 300;
+    struct echo_result r[4];
+    p.hold_s2c = true;
+    for (int i = 0; i < 4; i++)
+        call_unary(&p, ECHO("Stream"), &req, 0, &r[i]);
+    pair_pump(&p);
+    /* Each call is far below its own bound; together they hit the connection's. */
+    CHECK_GT(echo_state.ebusy, 0);
+    CHECK_LE(rpc_conn_buffered_bytes(p.conn), 128 * 1024 + 8100);
+    p.hold_s2c = false;
+    pair_pump(&p);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(r[i].code, GRPC_OK);
+        CHECK_EQ(r[i].msgs, 300);
+        CHECK(r[i].order_ok);
+    }
+    pair_close(&p);
+}
+
+TEST(client_keepalive_ping)
+{
+    struct pair p;
+    pair_open(&p, NULL);
+    rpc_client_destroy(p.cl);
+    struct rpc_client_config cc;
+    rpc_client_config_default(&cc);
+    cc.clock = fake_clock;
+    cc.keepalive_ms = 1000;
+    cc.keepalive_timeout_ms = 500;
+    CHECK_OK(rpc_client_create(&cc, NULL, NULL, &p.cl));
+    pair_pump(&p);
+    fake_now += 1000;
+    rpc_client_tick(p.cl);
+    pair_pump(&p); /* the server acks the PING */
+    fake_now += 500;
+    rpc_client_tick(p.cl);
+    CHECK(!rpc_client_done(p.cl));
+    /* A server that went silent. */
+    fake_now += 1000;
+    rpc_client_tick(p.cl);
+    struct buf b = {0};
+    CHECK_OK(rpc_client_send(p.cl, &b, 1 << 16));
+    CHECK_EQ(b.len, 17); /* PING frame: 9 + 8 */
+    CHECK_EQ(b.data[3], 6);
+    buf_free(&b);
+    fake_now += 500;
+    rpc_client_tick(p.cl);
+    CHECK(rpc_client_done(p.cl));
+    pair_close(&p);
+}
+
+TEST(ping_flood_gets_too_many_pings)
+{
+    static const char ping[] = "\x00\x00\x08\x06\x00\x00\x00\x00\x00"
+                               "12345678";
+    struct pair p;
+    pair_open(&p, NULL);
+    pair_pump(&p);
+    /* One PING every 5 s is what etcd allows: no strike however long it goes on. */
+    for (int i = 0; i < 10; i++) {
+        fake_now += 5000;
+        CHECK_OK(rpc_conn_recv(p.conn, ping, sizeof(ping) - 1));
+        pair_pump(&p);
+    }
+    CHECK(!rpc_client_goaway(p.cl, NULL));
+    /* Four back to back: three strikes. */
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(rpc_conn_recv(p.conn, ping, sizeof(ping) - 1));
+    pair_pump(&p);
+    uint32_t code = 0;
+    CHECK(rpc_client_goaway(p.cl, &code));
+    CHECK_EQ(code, NGHTTP2_ENHANCE_YOUR_CALM);
+    CHECK(memmem(p.s2c.data, p.s2c.len, "too_many_pings", 14) != NULL);
+    CHECK(rpc_conn_done(p.conn));
+    pair_close(&p);
 }

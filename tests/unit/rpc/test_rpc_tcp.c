@@ -400,3 +400,117 @@ TEST(tcp_graceful_shutdown)
     CHECK_OK(net_loop_run_until(f.loop, listener_empty, f.ls, WAIT_MS));
     fixture_close(&f);
 }
+
+static bool never(void *ctx)
+{
+    return false;
+}
+
+TEST(tcp_connection_limit)
+{
+    struct rpc_server_config cfg;
+    rpc_server_config_default(&cfg);
+    struct fixture f;
+    CHECK_OK(net_loop_create(NULL, &f.loop));
+    CHECK_OK(rpc_server_create(&cfg, &f.srv));
+    CHECK_OK(echo_register(f.srv));
+    CHECK_OK(net_listen_rpc(f.loop, "http://127.0.0.1:0", f.srv, 2, &f.ls));
+    struct raw_peer p[3];
+    for (int i = 0; i < 3; i++) {
+        p[i] = (struct raw_peer){.fd = raw_connect(net_listener_port(f.ls))};
+        net_loop_run_until(f.loop, never, NULL, 100);
+    }
+    CHECK_OK(net_loop_run_until(f.loop, raw_closed, &p[2], WAIT_MS));
+    CHECK(!raw_closed(&p[0]));
+    CHECK(!raw_closed(&p[1]));
+    CHECK_EQ(net_listener_conns(f.ls), 2);
+    for (int i = 0; i < 3; i++)
+        close(p[i].fd);
+    CHECK_OK(net_loop_run_until(f.loop, listener_empty, f.ls, WAIT_MS));
+    fixture_close(&f);
+}
+
+/* A client that asks for a 400 MB stream, opens its flow-control windows wide, and never reads:
+ * the kernel buffers fill, net stops pulling output, and the handler is told to pause. */
+struct slow_reader {
+    int fd;
+    nghttp2_session *h2;
+    uint8_t body[5 + 4096 + 16];
+    size_t body_len, body_off;
+};
+
+static ssize_t slow_read_body(nghttp2_session *h2, int32_t id, uint8_t *dst, size_t len,
+                              uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    struct slow_reader *s = user;
+    size_t n = BATON_MIN(len, s->body_len - s->body_off);
+    memcpy(dst, s->body + s->body_off, n);
+    s->body_off += n;
+    if (s->body_off == s->body_len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static ssize_t slow_send(nghttp2_session *h2, const uint8_t *data, size_t len, int flags,
+                         void *user)
+{
+    struct slow_reader *s = user;
+    ssize_t n = send(s->fd, data, len, MSG_NOSIGNAL);
+    if (n < 0)
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? NGHTTP2_ERR_WOULDBLOCK
+                                                         : NGHTTP2_ERR_CALLBACK_FAILURE;
+    return n;
+}
+
+static bool slow_send_only(void *ctx)
+{
+    struct slow_reader *s = ctx;
+    nghttp2_session_send(s->h2); /* never recv */
+    return false;
+}
+
+TEST(tcp_slow_reader_pauses_the_handler)
+{
+    struct fixture f;
+    fixture_open(&f, NULL);
+    struct slow_reader s = {.fd = raw_connect(net_listener_port(f.ls))};
+    int rcvbuf = 16 * 1024;
+    setsockopt(s.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    uint8_t payload[4096];
+    memset(payload, 's', sizeof(payload));
+    Baton__Test__EchoRequest req = BATON__TEST__ECHO_REQUEST__INIT;
+    req.payload.data = payload;
+    req.payload.len = sizeof(payload);
+    req.count = 100000;
+    size_t n = baton__test__echo_request__pack(&req, s.body + 5);
+    s.body[3] = (uint8_t)(n >> 8);
+    s.body[4] = (uint8_t)n;
+    s.body_len = 5 + n;
+
+    nghttp2_session_callbacks *cbs;
+    CHECK_EQ(nghttp2_session_callbacks_new(&cbs), 0);
+    nghttp2_session_callbacks_set_send_callback(cbs, slow_send);
+    CHECK_EQ(nghttp2_session_client_new(&s.h2, cbs, &s), 0);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (1u << 31) - 1}};
+    CHECK_EQ(nghttp2_submit_settings(s.h2, NGHTTP2_FLAG_NONE, iv, 1), 0);
+    CHECK_EQ(nghttp2_session_set_local_window_size(s.h2, NGHTTP2_FLAG_NONE, 0, (1u << 31) - 1), 0);
+    nghttp2_nv nva[] = {
+        {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
+        {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
+        {(uint8_t *)":path", (uint8_t *)ECHO("Stream"), 5, strlen(ECHO("Stream")), 0},
+        {(uint8_t *)":authority", (uint8_t *)"x", 10, 1, 0},
+        {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, 0},
+    };
+    nghttp2_data_provider prd = {.read_callback = slow_read_body};
+    CHECK_GT(nghttp2_submit_request(s.h2, NULL, nva, 5, &prd, NULL), 0);
+    CHECK_EQ(net_loop_run_until(f.loop, slow_send_only, &s, 1500), BATON_ETIMEOUT);
+    test_log("handler paused %d times; the stream is still open", echo_state.ebusy);
+    CHECK_GT(echo_state.ebusy, 0);
+    CHECK_EQ(net_listener_conns(f.ls), 1);
+    nghttp2_session_del(s.h2);
+    close(s.fd);
+    CHECK_OK(net_loop_run_until(f.loop, listener_empty, f.ls, WAIT_MS));
+    CHECK_EQ(echo_state.cancels, 1); /* the paused handler hears that its call is gone */
+    fixture_close(&f);
+}
