@@ -8,8 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MEMFS_FILES_MAX 4096
-#define MEMFS_FDS_MAX   1024
+#define MEMFS_FILES_MAX 1024
+#define MEMFS_FDS_MAX   256
 #define MEMFS_NAMES_MAX 512
 #define MEMFS_PATH_MAX  256
 
@@ -35,8 +35,8 @@ struct mname {
 };
 
 struct names {
-    struct mname v[MEMFS_NAMES_MAX];
-    size_t len;
+    struct mname *v; /* grows up to MEMFS_NAMES_MAX */
+    size_t len, cap;
 };
 
 struct memfs {
@@ -72,6 +72,13 @@ static int names_add(struct names *n, const char *path, int file)
 {
     if (n->len == MEMFS_NAMES_MAX || strlen(path) >= MEMFS_PATH_MAX)
         return -ENAMETOOLONG;
+    if (n->len == n->cap) {
+        size_t cap = n->cap ? n->cap * 2 : 8;
+        struct mname *v = realloc(n->v, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        n->v = v, n->cap = cap;
+    }
     struct mname *m = &n->v[n->len++];
     strcpy(m->path, path);
     m->file = file;
@@ -455,6 +462,8 @@ void memfs_free(struct memfs *fs)
         free(fs->files[i]->dur);
         free(fs->files[i]);
     }
+    free(fs->cur.v);
+    free(fs->dur.v);
     pthread_mutex_destroy(&fs->mu);
     free(fs);
 }
@@ -546,7 +555,9 @@ void memfs_power_cut(struct memfs *fs, uint64_t torn_seed)
         f->len = f->dur_len;
         pending_clear(f);
     }
-    fs->cur = fs->dur;
+    fs->cur.len = 0;
+    for (size_t i = 0; i < fs->dur.len; i++)
+        BATON_ASSERT(names_add(&fs->cur, fs->dur.v[i].path, fs->dur.v[i].file) == 0);
     memset(fs->fds, 0, sizeof(fs->fds));
     fs->fail_from_op = 0;
     fs->fail_sync_at = 0;
