@@ -337,24 +337,42 @@ static void seg_header(uint8_t h[WAL_SEG_HDR], uint64_t seq, uint64_t first_inde
     le32_put(h + 12, crc32c(h, WAL_SEG_HDR));
 }
 
-/* Creates segment seq through a temp file: preallocate, header, fsync, rename, fsync dir; then
- * opens the log's current hard state and snapshot marker at its start, so earlier segments can
- * be released without losing them. On success it is the segment being written. */
+/* Creates segment seq through a temp file: preallocate; write the header and the log's current
+ * snapshot marker and hard state (so earlier segments can be released without losing them);
+ * fsync; rename; fsync the directory. A segment under its final name therefore always starts
+ * with a durable header and state. On success it is the segment being written. */
 static int seg_create(struct wal *w, uint64_t seq)
 {
     struct wal_seg s = {.seq = seq, .first_index = log_last(&w->lg) + 1, .fd = -1};
     char path[WAL_PATH_MAX + 64], tmp[WAL_PATH_MAX + 80];
     seg_path(w, path, sizeof(path), &s);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+
+    struct buf head = {0};
+    uint64_t snapv[2] = {w->lg.snap.index, w->lg.snap.term};
+    uint64_t hsv[3] = {w->lg.hs.term, w->lg.hs.vote, w->lg.hs.commit};
+    int rc = buf_reserve(&head, WAL_SEG_HDR);
+    if (rc)
+        return rc;
+    seg_header(head.data, s.seq, s.first_index);
+    head.len = WAL_SEG_HDR;
+    rc = rec_append_u64s(&head, WAL_REC_SNAP, snapv, 2);
+    if (!rc)
+        rc = rec_append_u64s(&head, WAL_REC_HARDSTATE, hsv, 3);
+    if (rc) {
+        buf_free(&head);
+        return rc;
+    }
+
     const struct wal_io *io = w->io;
     int fd = io->open(io->ctx, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
+    if (fd < 0) {
+        buf_free(&head);
         return fd;
-    uint8_t h[WAL_SEG_HDR];
-    seg_header(h, s.seq, s.first_index);
-    int rc = io->fallocate(io->ctx, fd, 0, w->segment_bytes);
+    }
+    rc = io->fallocate(io->ctx, fd, 0, w->segment_bytes);
     if (!rc)
-        rc = wal_write_full(io, fd, h, sizeof(h), 0);
+        rc = wal_write_full(io, fd, head.data, head.len, 0);
     if (!rc)
         rc = io->fsync(io->ctx, fd);
     if (!rc)
@@ -368,23 +386,11 @@ static int seg_create(struct wal *w, uint64_t seq)
     if (rc) {
         io->close(io->ctx, fd);
         io->unlink(io->ctx, tmp); /* best effort; recovery removes *.tmp anyway */
-        return rc;
+    } else {
+        w->seg_off = head.len;
+        w->seg_cap = w->segment_bytes;
     }
-    w->seg_off = WAL_SEG_HDR;
-    w->seg_cap = w->segment_bytes;
-    /* The state records go through the write buffer like any others. */
-    const struct wal_hard_state *hs = &w->lg.hs;
-    uint64_t snapv[2] = {w->lg.snap.index, w->lg.snap.term};
-    uint64_t hsv[3] = {hs->term, hs->vote, hs->commit};
-    buf_clear(&w->wbuf);
-    rc = rec_append_u64s(&w->wbuf, WAL_REC_SNAP, snapv, 2);
-    if (!rc)
-        rc = rec_append_u64s(&w->wbuf, WAL_REC_HARDSTATE, hsv, 3);
-    if (!rc)
-        rc = wal_write_full(io, fd, w->wbuf.data, w->wbuf.len, w->seg_off);
-    if (!rc)
-        w->seg_off += w->wbuf.len;
-    buf_clear(&w->wbuf);
+    buf_free(&head);
     return rc;
 }
 
