@@ -51,6 +51,8 @@ struct memfs {
     uint64_t space_limit;
     uint64_t fail_sync_at; /* counts down */
     uint32_t sync_delay_us;
+    pthread_cond_t hold_cond;
+    bool hold;
 };
 
 /* ---- helpers (mu held) --------------------------------------------------------------------- */
@@ -277,6 +279,8 @@ static int m_sync(void *ctx, int fd)
     if (fs->sync_delay_us)
         usleep(fs->sync_delay_us);
     pthread_mutex_lock(&fs->mu);
+    while (fs->hold)
+        pthread_cond_wait(&fs->hold_cond, &fs->mu);
     struct mfile *f = fd_file(fs, fd);
     int rc = -EBADF;
     if (f && !op_begin(fs))
@@ -433,6 +437,7 @@ struct memfs *memfs_new(void)
     struct memfs *fs = calloc(1, sizeof(*fs));
     BATON_ASSERT(fs);
     pthread_mutex_init(&fs->mu, NULL);
+    pthread_cond_init(&fs->hold_cond, NULL);
     fs->io = (struct wal_io){
         .ctx = fs,
         .open = m_open,
@@ -464,6 +469,7 @@ void memfs_free(struct memfs *fs)
     }
     free(fs->cur.v);
     free(fs->dur.v);
+    pthread_cond_destroy(&fs->hold_cond);
     pthread_mutex_destroy(&fs->mu);
     free(fs);
 }
@@ -507,6 +513,14 @@ void memfs_fail_sync(struct memfs *fs, uint64_t n)
 {
     pthread_mutex_lock(&fs->mu);
     fs->fail_sync_at = n;
+    pthread_mutex_unlock(&fs->mu);
+}
+
+void memfs_hold_syncs(struct memfs *fs, bool hold)
+{
+    pthread_mutex_lock(&fs->mu);
+    fs->hold = hold;
+    pthread_cond_broadcast(&fs->hold_cond);
     pthread_mutex_unlock(&fs->mu);
 }
 

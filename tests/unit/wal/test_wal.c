@@ -313,7 +313,7 @@ TEST(group_commit_fewer_fsyncs_than_batches)
              WRITERS * ROUNDS, syncs, p.fsyncs, nc.calls);
     CHECK_EQ(p.durable_seq, WRITERS * ROUNDS);
     CHECK_EQ(p.durable_index, WRITERS * ROUNDS);
-    CHECK_LT(syncs, WRITERS * ROUNDS / 4);
+    CHECK_LT(syncs, WRITERS * ROUNDS / 2);
     CHECK_EQ(p.fsyncs, syncs);
     pthread_mutex_lock(&nc.mu);
     CHECK_GE(nc.calls, 1);
@@ -330,11 +330,11 @@ TEST(group_commit_fewer_fsyncs_than_batches)
 TEST(bounded_queue_is_ebusy)
 {
     struct memfs *fs = memfs_new();
-    memfs_sync_delay_us(fs, 20000);
     struct wal_options o = {
         .dir = "/q", .io = memfs_io(fs), .segment_bytes = 1 << 20, .queue_batches_max = 4};
     struct wal *w;
     CHECK_OK(wal_open(&o, &w, NULL, 0));
+    memfs_hold_syncs(fs, true); /* the disk stalls: nothing completes */
     int busy_at = 0;
     uint64_t seq = 0;
     for (uint64_t i = 1; i <= 100; i++) {
@@ -346,8 +346,8 @@ TEST(bounded_queue_is_ebusy)
         CHECK_OK(rc);
     }
     test_log("queue of 4 batches refused batch %d", busy_at);
-    CHECK_GT(busy_at, 1);
-    CHECK_LE(busy_at, 5);
+    CHECK_EQ(busy_at, 5);
+    memfs_hold_syncs(fs, false);
     /* Nothing was queued for the refused batch: after the queue drains, it goes in. */
     CHECK_OK(wal_wait(w, seq));
     CHECK_OK(walt_submit_range(w, (uint64_t)busy_at, (uint64_t)busy_at, 1, NULL, &seq));
