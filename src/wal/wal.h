@@ -124,8 +124,10 @@ void wal_state_get(const struct wal *w, struct wal_state *out);
 
 /* Reads entries [lo, hi] (clamped to the live range) in order into fn; data is valid only during
  * the call. fn returning non-zero stops the walk and is returned. Entries submitted but not yet
- * written may be missing (they are in the caller's memory anyway). Errors: -errno from pread,
- * BATON_ECORRUPT if a record changed on disk since it was written. */
+ * written may be missing (they are in the caller's memory anyway). fn runs with the log's lock
+ * held — the WAL thread cannot start writing a group meanwhile — so it must be quick and must
+ * not call wal_* functions. Errors: -errno from pread, BATON_ENOMEM, BATON_ECORRUPT if a record
+ * changed on disk since it was written. */
 typedef int (*wal_entry_fn)(void *ctx, const struct wal_entry *e);
 int wal_read_entries(struct wal *w, uint64_t lo, uint64_t hi, wal_entry_fn fn, void *ctx);
 
