@@ -84,7 +84,10 @@ struct wal_snap_marker {
  * wal_open reads every segment back. A torn or zero-filled tail of the LAST segment (a crash in
  * the middle of an unsynced write) is truncated and logged with file and offset. A bad record
  * anywhere else — in an earlier segment, or followed by a valid record — is BATON_ECORRUPT
- * with the file and offset in errmsg: never skipped. */
+ * with the file and offset in errmsg: never skipped. The WAL cannot tell which bytes of the last
+ * segment were synced, so it assumes a crash leaves a prefix of the last unsynced write (what
+ * disks that write in order do); a device that persisted later sectors of an unsynced write but
+ * not earlier ones makes recovery refuse with BATON_ECORRUPT rather than guess. */
 struct wal_options {
     const char *dir;            /* created if missing; borrowed during wal_open only */
     const struct wal_io *io;    /* NULL: wal_io_posix(); borrowed, must outlive the wal */
