@@ -23,6 +23,7 @@
 #define WAL_DEFAULT_QUEUE_BYTES   (64ull << 20)
 #define WAL_READ_WINDOW           (256u << 10)
 #define WAL_SEGMENTS_MAX          65536u
+#define WAL_THREAD_STACK_BYTES    (256u << 10)
 
 struct wal_loc {
     uint64_t seq; /* segment */
@@ -910,8 +911,15 @@ int wal_open(const struct wal_options *opt, struct wal **out, char *errmsg, size
     w->prog.durable_index = w->sub_last;
     w->prog.hs = w->lg.hs;
     w->durable_snap_index = w->lg.snap.index;
-    if (pthread_create(&w->thread, NULL, wal_thread_main, w) != 0) {
-        rc = BATON_ENOMEM;
+    /* The WAL thread needs little stack; a small one keeps opens cheap (and fuzzing fast). */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, WAL_THREAD_STACK_BYTES);
+    int prc = pthread_create(&w->thread, &attr, wal_thread_main, w);
+    pthread_attr_destroy(&attr);
+    if (prc != 0) {
+        rc = -prc;
+        wal_errf(errmsg, errmsg_len, "wal: starting the WAL thread: %s", baton_strerror(rc));
         goto fail;
     }
     w->thread_started = true;
