@@ -478,7 +478,6 @@ static int seg_scan_records(struct wal *w, struct wal_seg *s, struct rd *r, cons
         const uint8_t *f;
         int rc;
         bool zero = false;
-        uint32_t n = 0;
         uint64_t avail = r->size - off;
         if (avail < WAL_REC_HDR) {
             rc = rd_get(r, off, (size_t)avail, &f);
@@ -490,7 +489,7 @@ static int seg_scan_records(struct wal *w, struct wal_seg *s, struct rd *r, cons
             if (rc)
                 return rc;
             zero = all_zero(f, WAL_REC_HDR);
-            n = le32_get(f + 4);
+            uint32_t n = le32_get(f + 4);
             if (!zero && n <= avail - WAL_REC_HDR) {
                 rc = rd_get(r, off, WAL_REC_HDR + n, &f);
                 if (rc)
@@ -617,7 +616,6 @@ struct dir_scan {
     struct wal_seg *found;
     size_t len, cap;
     bool removed_tmp;
-    int err;
 };
 
 static int dir_scan_fn(void *arg, const char *name)

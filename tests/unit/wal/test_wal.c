@@ -629,3 +629,40 @@ TEST(posix_io_table_roundtrip)
     CHECK_OK(io->fsync_dir(io->ctx, test_tmpdir()));
     CHECK_EQ(io->unlink(io->ctx, "/nonexistent/x"), -ENOENT);
 }
+
+TEST(read_while_writing)
+{
+    /* The loop thread reads back durable entries while the WAL thread keeps writing and rolling
+     * segments. */
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/wal", test_tmpdir());
+    struct wal *w = open_wal(dir, NULL, 32 << 10);
+    uint64_t seq = 0, next = 1;
+    int reads = 0;
+    struct walt_got *g = calloc(1, sizeof(*g));
+    CHECK(g);
+    for (int round = 0; round < 200; round++) {
+        int rc = walt_submit_range(w, next, next + 4, 1, NULL, &seq);
+        if (rc == BATON_EBUSY) {
+            CHECK_OK(wal_wait(w, seq));
+            continue;
+        }
+        CHECK_OK(rc);
+        next += 5;
+        struct wal_progress p;
+        wal_poll(w, &p);
+        if (p.durable_index) {
+            memset(g, 0, sizeof(*g));
+            CHECK_OK(wal_read_entries(w, 1, p.durable_index, walt_collect, g));
+            CHECK_EQ(g->first, 1);
+            CHECK_GE(g->n, p.durable_index);
+            CHECK_EQ(g->bad, 0);
+            reads++;
+        }
+    }
+    CHECK_OK(wal_wait(w, seq));
+    test_log("%d reads during %" PRIu64 " entries written over %u segments", reads, next - 1,
+             wal_segments(w));
+    free(g);
+    CHECK_OK(wal_close(w));
+}
