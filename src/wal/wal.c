@@ -88,8 +88,9 @@ struct wal {
     uint64_t seg_off; /* write offset in the last segment */
     uint64_t seg_cap; /* its preallocated size */
 
-    /* WAL thread only. */
+    /* WAL thread only (or the caller of wal_step in no_thread mode). */
     struct buf wbuf;
+    bool no_thread;
     bool thread_started;
     pthread_t thread;
 };
@@ -769,6 +770,55 @@ static int wal_write_group(struct wal *w, struct wal_batch_q *g)
     return rc;
 }
 
+/* Writes and syncs everything queued as one group and reports it. Called with mu held and the
+ * queue non-empty; returns with mu held (it is released while writing and while notifying). */
+static void wal_group_run(struct wal *w)
+{
+    struct wal_batch_q *g = w->q_head;
+    uint64_t last_seq = w->q_tail->seq;
+    w->q_head = w->q_tail = NULL;
+    bool failed = w->prog.err != 0;
+    pthread_mutex_unlock(&w->mu);
+
+    int rc = failed ? 0 : wal_write_group(w, g);
+    if (!failed && !rc)
+        rc = wal_sync(w);
+    pthread_mutex_lock(&w->log_mu);
+    uint64_t last_index = log_last(&w->lg);
+    struct wal_hard_state hs = w->lg.hs;
+    uint64_t snap_index = w->lg.snap.index;
+    pthread_mutex_unlock(&w->log_mu);
+
+    pthread_mutex_lock(&w->mu);
+    uint32_t nb = 0;
+    uint64_t bytes = 0;
+    for (struct wal_batch_q *b = g; b;) {
+        struct wal_batch_q *next = b->next;
+        nb++, bytes += b->rec.len;
+        buf_free(&b->rec);
+        free(b);
+        b = next;
+    }
+    w->q_batches -= nb;
+    w->q_bytes -= bytes;
+    if (rc && !w->prog.err) {
+        w->prog.err = rc;
+        log_write(w->log, LOG_ERROR, "msg=\"wal: write failed, wal stopped\" dir=%s err=\"%s\"",
+                  w->dir, baton_strerror(rc));
+    }
+    if (!failed && !rc) {
+        w->prog.durable_seq = last_seq;
+        w->prog.durable_index = last_index;
+        w->prog.hs = hs;
+        w->durable_snap_index = snap_index;
+    }
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+    if (w->notify)
+        w->notify(w->notify_ctx);
+    pthread_mutex_lock(&w->mu);
+}
+
 static void *wal_thread_main(void *arg)
 {
     struct wal *w = arg;
@@ -778,49 +828,7 @@ static void *wal_thread_main(void *arg)
             pthread_cond_wait(&w->cond, &w->mu);
         if (!w->q_head)
             break;
-        struct wal_batch_q *g = w->q_head;
-        uint64_t last_seq = w->q_tail->seq;
-        w->q_head = w->q_tail = NULL;
-        bool failed = w->prog.err != 0;
-        pthread_mutex_unlock(&w->mu);
-
-        int rc = failed ? 0 : wal_write_group(w, g);
-        if (!failed && !rc)
-            rc = wal_sync(w);
-        pthread_mutex_lock(&w->log_mu);
-        uint64_t last_index = log_last(&w->lg);
-        struct wal_hard_state hs = w->lg.hs;
-        uint64_t snap_index = w->lg.snap.index;
-        pthread_mutex_unlock(&w->log_mu);
-
-        pthread_mutex_lock(&w->mu);
-        uint32_t nb = 0;
-        uint64_t bytes = 0;
-        for (struct wal_batch_q *b = g; b;) {
-            struct wal_batch_q *next = b->next;
-            nb++, bytes += b->rec.len;
-            buf_free(&b->rec);
-            free(b);
-            b = next;
-        }
-        w->q_batches -= nb;
-        w->q_bytes -= bytes;
-        if (rc && !w->prog.err) {
-            w->prog.err = rc;
-            log_write(w->log, LOG_ERROR, "msg=\"wal: write failed, wal stopped\" dir=%s err=\"%s\"",
-                      w->dir, baton_strerror(rc));
-        }
-        if (!failed && !rc) {
-            w->prog.durable_seq = last_seq;
-            w->prog.durable_index = last_index;
-            w->prog.hs = hs;
-            w->durable_snap_index = snap_index;
-        }
-        pthread_cond_broadcast(&w->cond);
-        pthread_mutex_unlock(&w->mu);
-        if (w->notify)
-            w->notify(w->notify_ctx);
-        pthread_mutex_lock(&w->mu);
+        wal_group_run(w);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
@@ -861,6 +869,7 @@ static int wal_configure(struct wal *w, const struct wal_options *opt, char *em,
                               : (uint32_t)BATON_MIN(w->segment_bytes / 4, UINT32_MAX / 2);
     w->notify = opt->notify;
     w->notify_ctx = opt->notify_ctx;
+    w->no_thread = opt->no_thread;
     if (!opt->dir || strlen(opt->dir) + 64 >= WAL_PATH_MAX) {
         wal_errf(em, em_len, "wal: directory path missing or too long");
         return BATON_EINVAL;
@@ -878,6 +887,22 @@ static int wal_configure(struct wal *w, const struct wal_options *opt, char *em,
         return BATON_EINVAL;
     }
     snprintf(w->dir, sizeof(w->dir), "%s", opt->dir);
+    return 0;
+}
+
+static int wal_thread_start(struct wal *w, char *errmsg, size_t errmsg_len)
+{
+    /* The WAL thread needs little stack; a small one keeps opens cheap (and fuzzing fast). */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, WAL_THREAD_STACK_BYTES);
+    int prc = pthread_create(&w->thread, &attr, wal_thread_main, w);
+    pthread_attr_destroy(&attr);
+    if (prc != 0) {
+        wal_errf(errmsg, errmsg_len, "wal: starting the WAL thread: %s", baton_strerror(-prc));
+        return -prc;
+    }
+    w->thread_started = true;
     return 0;
 }
 
@@ -909,18 +934,11 @@ int wal_open(const struct wal_options *opt, struct wal **out, char *errmsg, size
     w->prog.durable_index = w->sub_last;
     w->prog.hs = w->lg.hs;
     w->durable_snap_index = w->lg.snap.index;
-    /* The WAL thread needs little stack; a small one keeps opens cheap (and fuzzing fast). */
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, WAL_THREAD_STACK_BYTES);
-    int prc = pthread_create(&w->thread, &attr, wal_thread_main, w);
-    pthread_attr_destroy(&attr);
-    if (prc != 0) {
-        rc = -prc;
-        wal_errf(errmsg, errmsg_len, "wal: starting the WAL thread: %s", baton_strerror(rc));
-        goto fail;
+    if (!w->no_thread) {
+        rc = wal_thread_start(w, errmsg, errmsg_len);
+        if (rc)
+            goto fail;
     }
-    w->thread_started = true;
     log_write(w->log, LOG_INFO,
               "msg=\"wal: opened\" dir=%s segments=%zu snapshot_index=%" PRIu64
               " last_index=%" PRIu64,
@@ -936,6 +954,8 @@ int wal_close(struct wal *w)
 {
     if (!w)
         return 0;
+    if (w->no_thread)
+        (void)wal_step(w); /* drain; its error is the sticky one returned below */
     pthread_mutex_lock(&w->mu);
     w->closing = true;
     pthread_cond_broadcast(&w->cond);
@@ -1067,10 +1087,25 @@ void wal_poll(struct wal *w, struct wal_progress *out)
     pthread_mutex_unlock(&w->mu);
 }
 
+int wal_step(struct wal *w)
+{
+    if (!w->no_thread)
+        return BATON_EINVAL;
+    pthread_mutex_lock(&w->mu);
+    while (w->q_head)
+        wal_group_run(w);
+    int rc = w->prog.err;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
 int wal_wait(struct wal *w, uint64_t seq)
 {
+    BATON_ASSERT(seq <= w->sub_seq); /* only batches that were submitted */
     pthread_mutex_lock(&w->mu);
-    while (w->prog.durable_seq < seq && !w->prog.err)
+    while (w->no_thread && w->prog.durable_seq < seq && !w->prog.err && w->q_head)
+        wal_group_run(w);
+    while (!w->no_thread && w->prog.durable_seq < seq && !w->prog.err)
         pthread_cond_wait(&w->cond, &w->mu);
     int rc = w->prog.durable_seq >= seq ? 0 : w->prog.err;
     pthread_mutex_unlock(&w->mu);

@@ -100,6 +100,10 @@ struct wal_options {
      * wake the loop thread (e.g. uv_async_send), which then calls wal_poll. May be NULL. */
     void (*notify)(void *ctx);
     void *notify_ctx;
+    /* Deterministic mode for simulations and tests: no WAL thread. Submitted batches are written
+     * and synced (as one group) only inside wal_step, wal_wait or wal_close, on the caller's
+     * thread, which then also runs notify. */
+    bool no_thread;
 };
 
 struct wal;
@@ -167,6 +171,10 @@ void wal_poll(struct wal *w, struct wal_progress *out);
 /* Blocks until batch seq is durable or the WAL failed; returns 0 or the sticky error. For
  * tests, tools and shutdown paths; the loop thread uses notify + wal_poll instead. */
 int wal_wait(struct wal *w, uint64_t seq);
+
+/* no_thread mode only: writes and syncs every queued batch now, as one group. Returns the sticky
+ * error (0 if none); BATON_EINVAL when the WAL has its own thread. */
+int wal_step(struct wal *w);
 
 /* Once the WAL failed (an fdatasync, write or preallocation error), it never writes again: an
  * fsync that failed cannot be retried and trusted (pages may have been dropped). Every later

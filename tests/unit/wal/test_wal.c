@@ -666,3 +666,41 @@ TEST(read_while_writing)
     free(g);
     CHECK_OK(wal_close(w));
 }
+
+TEST(no_thread_mode_is_deterministic)
+{
+    struct memfs *fs = memfs_new();
+    struct notify_ctx nc = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct wal_options o = {.dir = "/d",
+                            .io = memfs_io(fs),
+                            .segment_bytes = 64 << 10,
+                            .no_thread = true,
+                            .notify = notify_fn,
+                            .notify_ctx = &nc};
+    struct wal *w;
+    CHECK_OK(wal_open(&o, &w, NULL, 0));
+    uint64_t syncs0 = memfs_fdatasyncs(fs), seq = 0;
+    for (uint64_t i = 1; i <= 30; i += 10)
+        CHECK_OK(walt_submit_range(w, i, i + 9, 1, NULL, &seq));
+    struct wal_progress p;
+    wal_poll(w, &p);
+    CHECK_EQ(p.durable_seq, 0); /* nothing happens behind the caller's back */
+    CHECK_EQ(memfs_fdatasyncs(fs), syncs0);
+    CHECK_OK(wal_step(w));
+    wal_poll(w, &p);
+    CHECK_EQ(p.durable_seq, 3);
+    CHECK_EQ(p.durable_index, 30);
+    CHECK_EQ(memfs_fdatasyncs(fs) - syncs0, 1); /* three batches, one group, one fdatasync */
+    CHECK_EQ(nc.calls, 1);
+    CHECK_OK(walt_submit_range(w, 31, 31, 1, NULL, &seq));
+    CHECK_OK(wal_wait(w, seq)); /* runs the group itself */
+    CHECK_EQ(nc.calls, 2);
+    CHECK_OK(walt_submit_range(w, 32, 32, 1, NULL, &seq));
+    CHECK_OK(wal_close(w)); /* drains */
+    CHECK_OK(wal_open(&o, &w, NULL, 0));
+    struct wal_state st;
+    wal_state_get(w, &st);
+    CHECK_EQ(st.last_index, 32);
+    CHECK_OK(wal_close(w));
+    memfs_free(fs);
+}
