@@ -623,7 +623,7 @@ static int dir_scan_fn(void *arg, const char *name)
 {
     struct dir_scan *d = arg;
     size_t nl = strlen(name);
-    if (nl > 4 && strcmp(name + nl - 4, ".tmp") == 0) {
+    if (nl > 8 && strcmp(name + nl - 8, ".wal.tmp") == 0) {
         char path[WAL_PATH_MAX + 256];
         snprintf(path, sizeof(path), "%s/%s", d->w->dir, name);
         int rc = d->w->io->unlink(d->w->io->ctx, path);

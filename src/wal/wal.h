@@ -9,10 +9,11 @@
  * Files in the WAL directory:
  *   <seq:016x>-<first_index:016x>.wal   a segment: a 32-byte header (magic, version, seq, first
  *                                       index, header CRC) followed by 8-byte aligned records
- *   *.tmp                               a segment or snapshot being created; removed at open
+ *   *.wal.tmp                           a segment being created; removed by wal_open
  * Files in a snapshot directory:
  *   <term:016x>-<index:016x>.snap       a snapshot file: a 48-byte header (magic, version,
  *                                       index, term, content length, content CRC32C) + content
+ *   *.snap.tmp                          a snapshot being written; removed by wal_snap_purge
  *
  * Threads: every wal_* function is called from one thread (the loop thread), except the
  * notify callback, which the WAL thread calls. The snapshot functions are independent of any
@@ -231,8 +232,9 @@ int wal_snap_open(const char *dir, const char *name, const struct wal_io *io,
 int wal_snap_read(struct wal_snap_reader *r, void *buf, size_t len, size_t *got);
 void wal_snap_close(struct wal_snap_reader *r);
 
-/* Deletes all but the keep newest snapshot files in dir (and stale *.tmp files), then fsyncs the
- * directory. 0 or -errno; *removed (optional) counts deleted files. */
+/* Deletes all but the keep newest snapshot files in dir and stale *.snap.tmp files (so never
+ * call it while a snapshot is being written into dir), then fsyncs the directory. 0 or -errno;
+ * *removed (optional) counts deleted files. */
 int wal_snap_purge(const char *dir, const struct wal_io *io, uint32_t keep, uint32_t *removed);
 
 #endif
