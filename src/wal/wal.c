@@ -1164,32 +1164,48 @@ int wal_release(struct wal *w, uint64_t snap_index, uint32_t *released)
     pthread_mutex_unlock(&w->mu);
     if (snap_index > durable_snap)
         return BATON_EINVAL; /* the marker must be durable before the entries go */
-    int rc = 0;
-    uint32_t n = 0;
+
+    /* Take the releasable prefix out of the list under the lock; no live entry points into it
+     * (their indexes are at or below the snapshot marker). The file work happens outside it,
+     * so the WAL thread keeps writing meanwhile. */
     pthread_mutex_lock(&w->log_mu);
-    while (w->segs_len - n > 1 && w->segs[n].max_index <= snap_index) {
-        char path[WAL_PATH_MAX + 64];
-        seg_path(w, path, sizeof(path), &w->segs[n]);
-        rc = w->io->unlink(w->io->ctx, path);
-        if (rc)
-            break;
-        w->io->close(w->io->ctx, w->segs[n].fd);
+    size_t n = 0;
+    while (w->segs_len - n > 1 && w->segs[n].max_index <= snap_index)
         n++;
+    struct wal_seg *gone = n ? malloc(n * sizeof(*gone)) : NULL;
+    if (n && !gone) {
+        pthread_mutex_unlock(&w->log_mu);
+        return BATON_ENOMEM;
     }
     if (n) {
+        memcpy(gone, w->segs, n * sizeof(*gone));
         memmove(w->segs, w->segs + n, (w->segs_len - n) * sizeof(*w->segs));
         w->segs_len -= n;
-        int rc2 = w->io->fsync_dir(w->io->ctx, w->dir);
-        if (!rc)
-            rc = rc2;
     }
     pthread_mutex_unlock(&w->log_mu);
-    if (n)
+
+    /* Oldest first, each unlink made durable before the next: whatever a crash leaves is a
+     * contiguous run of segments. A failure leaves the rest on disk for the next release after
+     * a restart. */
+    int rc = 0;
+    uint32_t done = 0;
+    for (size_t i = 0; i < n; i++) {
+        char path[WAL_PATH_MAX + 64];
+        seg_path(w, path, sizeof(path), &gone[i]);
+        w->io->close(w->io->ctx, gone[i].fd);
+        if (!rc)
+            rc = w->io->unlink(w->io->ctx, path);
+        if (!rc)
+            rc = w->io->fsync_dir(w->io->ctx, w->dir);
+        done += rc == 0;
+    }
+    free(gone);
+    if (done)
         log_write(w->log, LOG_INFO,
-                  "msg=\"wal: released segments\" dir=%s count=%u below_index=%" PRIu64, w->dir, n,
-                  snap_index);
+                  "msg=\"wal: released segments\" dir=%s count=%u below_index=%" PRIu64, w->dir,
+                  done, snap_index);
     if (released)
-        *released = n;
+        *released = done;
     return rc;
 }
 

@@ -185,8 +185,9 @@ int wal_step(struct wal *w);
  * Deletes whole segments whose entries are all at or below snap_index (never the segment being
  * written). CONTRACT: call it only after the state those entries produced is durable elsewhere
  * — for baton, after mdb_env_sync() returned with the applied index >= snap_index — and after a
- * snapshot marker at snap_index was made durable through this WAL. Blocks for the unlinks and
- * one directory fsync. Returns 0 or -errno; *released (optional) counts deleted segments. */
+ * snapshot marker at snap_index was made durable through this WAL (BATON_EINVAL otherwise).
+ * Blocks for the unlinks and one directory fsync per segment (the WAL thread keeps writing).
+ * Returns 0, BATON_ENOMEM or -errno; *released (optional) counts deleted segments. */
 int wal_release(struct wal *w, uint64_t snap_index, uint32_t *released);
 
 /* Number of segment files (for tests and metrics). */
