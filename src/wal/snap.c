@@ -155,11 +155,13 @@ int wal_snap_finish(struct wal_snap_writer *s)
 
 /* ---- Listing ------------------------------------------------------------------------------- */
 
+struct snap_id {
+    uint64_t term, index;
+};
+
 struct snap_list {
-    struct {
-        uint64_t term, index;
-    } v[SNAP_NAMES_MAX];
-    size_t len;
+    struct snap_id *v; /* grows up to SNAP_NAMES_MAX */
+    size_t len, cap;
     char tmps[16][64]; /* stale temp files to purge (a few are enough per pass) */
     size_t tmps_len;
 };
@@ -178,6 +180,13 @@ static int snap_list_fn(void *arg, const char *name)
         return 0;
     if (l->len == SNAP_NAMES_MAX)
         return BATON_ETOOBIG;
+    if (l->len == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct snap_id *v = realloc(l->v, cap * sizeof(*v));
+        if (!v)
+            return BATON_ENOMEM;
+        l->v = v, l->cap = cap;
+    }
     l->v[l->len].term = term;
     l->v[l->len].index = index;
     l->len++;
@@ -187,10 +196,16 @@ static int snap_list_fn(void *arg, const char *name)
 /* Newest first: higher index, then higher term. */
 static int snap_cmp(const void *a, const void *b)
 {
-    const uint64_t *x = a, *y = b;
-    if (x[1] != y[1])
-        return x[1] > y[1] ? -1 : 1;
-    return x[0] > y[0] ? -1 : x[0] < y[0];
+    const struct snap_id *x = a, *y = b;
+    if (x->index != y->index)
+        return x->index > y->index ? -1 : 1;
+    return x->term > y->term ? -1 : x->term < y->term;
+}
+
+static void snap_list_free(struct snap_list *l)
+{
+    free(l->v);
+    free(l);
 }
 
 static int snap_list_read(const char *dir, const struct wal_io *io, struct snap_list **out)
@@ -200,10 +215,11 @@ static int snap_list_read(const char *dir, const struct wal_io *io, struct snap_
         return BATON_ENOMEM;
     int rc = io->list_dir(io->ctx, dir, snap_list_fn, l);
     if (rc) {
-        free(l);
+        snap_list_free(l);
         return rc;
     }
-    qsort(l->v, l->len, sizeof(l->v[0]), snap_cmp);
+    if (l->len)
+        qsort(l->v, l->len, sizeof(l->v[0]), snap_cmp);
     *out = l;
     return 0;
 }
@@ -219,7 +235,7 @@ int wal_snap_latest(const char *dir, const struct wal_io *io, char *name, size_t
     rc = l->len ? 0 : BATON_ENOTFOUND;
     if (!rc)
         snprintf(name, name_len, "%016" PRIx64 "-%016" PRIx64 ".snap", l->v[0].term, l->v[0].index);
-    free(l);
+    snap_list_free(l);
     return rc;
 }
 
@@ -251,7 +267,7 @@ int wal_snap_purge(const char *dir, const struct wal_io *io, uint32_t keep, uint
         if (!rc)
             rc = rc2;
     }
-    free(l);
+    snap_list_free(l);
     if (removed)
         *removed = n;
     return rc;
@@ -261,7 +277,7 @@ int wal_snap_purge(const char *dir, const struct wal_io *io, uint32_t keep, uint
 
 static int snap_verify(struct wal_snap_reader *r, const char *path, char *em, size_t em_len)
 {
-    enum { CHUNK = 256 << 10 };
+    enum { CHUNK = 64 << 10 };
     uint8_t *buf = malloc(CHUNK);
     if (!buf)
         return BATON_ENOMEM;

@@ -23,6 +23,7 @@
 #define WAL_DEFAULT_QUEUE_BYTES   (64ull << 20)
 #define WAL_READ_WINDOW           (256u << 10)
 #define WAL_SEGMENTS_MAX          65536u
+#define WAL_THREAD_STACK_BYTES    (256u << 10)
 
 struct wal_loc {
     uint64_t seq; /* segment */
@@ -87,8 +88,9 @@ struct wal {
     uint64_t seg_off; /* write offset in the last segment */
     uint64_t seg_cap; /* its preallocated size */
 
-    /* WAL thread only. */
+    /* WAL thread only (or the caller of wal_step in no_thread mode). */
     struct buf wbuf;
+    bool no_thread;
     bool thread_started;
     pthread_t thread;
 };
@@ -337,24 +339,42 @@ static void seg_header(uint8_t h[WAL_SEG_HDR], uint64_t seq, uint64_t first_inde
     le32_put(h + 12, crc32c(h, WAL_SEG_HDR));
 }
 
-/* Creates segment seq through a temp file: preallocate, header, fsync, rename, fsync dir; then
- * opens the log's current hard state and snapshot marker at its start, so earlier segments can
- * be released without losing them. On success it is the segment being written. */
+/* Creates segment seq through a temp file: preallocate; write the header and the log's current
+ * snapshot marker and hard state (so earlier segments can be released without losing them);
+ * fsync; rename; fsync the directory. A segment under its final name therefore always starts
+ * with a durable header and state. On success it is the segment being written. */
 static int seg_create(struct wal *w, uint64_t seq)
 {
     struct wal_seg s = {.seq = seq, .first_index = log_last(&w->lg) + 1, .fd = -1};
     char path[WAL_PATH_MAX + 64], tmp[WAL_PATH_MAX + 80];
     seg_path(w, path, sizeof(path), &s);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+
+    struct buf head = {0};
+    uint64_t snapv[2] = {w->lg.snap.index, w->lg.snap.term};
+    uint64_t hsv[3] = {w->lg.hs.term, w->lg.hs.vote, w->lg.hs.commit};
+    int rc = buf_reserve(&head, WAL_SEG_HDR);
+    if (rc)
+        return rc;
+    seg_header(head.data, s.seq, s.first_index);
+    head.len = WAL_SEG_HDR;
+    rc = rec_append_u64s(&head, WAL_REC_SNAP, snapv, 2);
+    if (!rc)
+        rc = rec_append_u64s(&head, WAL_REC_HARDSTATE, hsv, 3);
+    if (rc) {
+        buf_free(&head);
+        return rc;
+    }
+
     const struct wal_io *io = w->io;
     int fd = io->open(io->ctx, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
+    if (fd < 0) {
+        buf_free(&head);
         return fd;
-    uint8_t h[WAL_SEG_HDR];
-    seg_header(h, s.seq, s.first_index);
-    int rc = io->fallocate(io->ctx, fd, 0, w->segment_bytes);
+    }
+    rc = io->fallocate(io->ctx, fd, 0, w->segment_bytes);
     if (!rc)
-        rc = wal_write_full(io, fd, h, sizeof(h), 0);
+        rc = wal_write_full(io, fd, head.data, head.len, 0);
     if (!rc)
         rc = io->fsync(io->ctx, fd);
     if (!rc)
@@ -368,23 +388,11 @@ static int seg_create(struct wal *w, uint64_t seq)
     if (rc) {
         io->close(io->ctx, fd);
         io->unlink(io->ctx, tmp); /* best effort; recovery removes *.tmp anyway */
-        return rc;
+    } else {
+        w->seg_off = head.len;
+        w->seg_cap = w->segment_bytes;
     }
-    w->seg_off = WAL_SEG_HDR;
-    w->seg_cap = w->segment_bytes;
-    /* The state records go through the write buffer like any others. */
-    const struct wal_hard_state *hs = &w->lg.hs;
-    uint64_t snapv[2] = {w->lg.snap.index, w->lg.snap.term};
-    uint64_t hsv[3] = {hs->term, hs->vote, hs->commit};
-    buf_clear(&w->wbuf);
-    rc = rec_append_u64s(&w->wbuf, WAL_REC_SNAP, snapv, 2);
-    if (!rc)
-        rc = rec_append_u64s(&w->wbuf, WAL_REC_HARDSTATE, hsv, 3);
-    if (!rc)
-        rc = wal_write_full(io, fd, w->wbuf.data, w->wbuf.len, w->seg_off);
-    if (!rc)
-        w->seg_off += w->wbuf.len;
-    buf_clear(&w->wbuf);
+    buf_free(&head);
     return rc;
 }
 
@@ -471,7 +479,6 @@ static int seg_scan_records(struct wal *w, struct wal_seg *s, struct rd *r, cons
         const uint8_t *f;
         int rc;
         bool zero = false;
-        uint32_t n = 0;
         uint64_t avail = r->size - off;
         if (avail < WAL_REC_HDR) {
             rc = rd_get(r, off, (size_t)avail, &f);
@@ -483,7 +490,7 @@ static int seg_scan_records(struct wal *w, struct wal_seg *s, struct rd *r, cons
             if (rc)
                 return rc;
             zero = all_zero(f, WAL_REC_HDR);
-            n = le32_get(f + 4);
+            uint32_t n = le32_get(f + 4);
             if (!zero && n <= avail - WAL_REC_HDR) {
                 rc = rd_get(r, off, WAL_REC_HDR + n, &f);
                 if (rc)
@@ -610,14 +617,13 @@ struct dir_scan {
     struct wal_seg *found;
     size_t len, cap;
     bool removed_tmp;
-    int err;
 };
 
 static int dir_scan_fn(void *arg, const char *name)
 {
     struct dir_scan *d = arg;
     size_t nl = strlen(name);
-    if (nl > 4 && strcmp(name + nl - 4, ".tmp") == 0) {
+    if (nl > 8 && strcmp(name + nl - 8, ".wal.tmp") == 0) {
         char path[WAL_PATH_MAX + 256];
         snprintf(path, sizeof(path), "%s/%s", d->w->dir, name);
         int rc = d->w->io->unlink(d->w->io->ctx, path);
@@ -764,6 +770,55 @@ static int wal_write_group(struct wal *w, struct wal_batch_q *g)
     return rc;
 }
 
+/* Writes and syncs everything queued as one group and reports it. Called with mu held and the
+ * queue non-empty; returns with mu held (it is released while writing and while notifying). */
+static void wal_group_run(struct wal *w)
+{
+    struct wal_batch_q *g = w->q_head;
+    uint64_t last_seq = w->q_tail->seq;
+    w->q_head = w->q_tail = NULL;
+    bool failed = w->prog.err != 0;
+    pthread_mutex_unlock(&w->mu);
+
+    int rc = failed ? 0 : wal_write_group(w, g);
+    if (!failed && !rc)
+        rc = wal_sync(w);
+    pthread_mutex_lock(&w->log_mu);
+    uint64_t last_index = log_last(&w->lg);
+    struct wal_hard_state hs = w->lg.hs;
+    uint64_t snap_index = w->lg.snap.index;
+    pthread_mutex_unlock(&w->log_mu);
+
+    pthread_mutex_lock(&w->mu);
+    uint32_t nb = 0;
+    uint64_t bytes = 0;
+    for (struct wal_batch_q *b = g; b;) {
+        struct wal_batch_q *next = b->next;
+        nb++, bytes += b->rec.len;
+        buf_free(&b->rec);
+        free(b);
+        b = next;
+    }
+    w->q_batches -= nb;
+    w->q_bytes -= bytes;
+    if (rc && !w->prog.err) {
+        w->prog.err = rc;
+        log_write(w->log, LOG_ERROR, "msg=\"wal: write failed, wal stopped\" dir=%s err=\"%s\"",
+                  w->dir, baton_strerror(rc));
+    }
+    if (!failed && !rc) {
+        w->prog.durable_seq = last_seq;
+        w->prog.durable_index = last_index;
+        w->prog.hs = hs;
+        w->durable_snap_index = snap_index;
+    }
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+    if (w->notify)
+        w->notify(w->notify_ctx);
+    pthread_mutex_lock(&w->mu);
+}
+
 static void *wal_thread_main(void *arg)
 {
     struct wal *w = arg;
@@ -773,49 +828,7 @@ static void *wal_thread_main(void *arg)
             pthread_cond_wait(&w->cond, &w->mu);
         if (!w->q_head)
             break;
-        struct wal_batch_q *g = w->q_head;
-        uint64_t last_seq = w->q_tail->seq;
-        w->q_head = w->q_tail = NULL;
-        bool failed = w->prog.err != 0;
-        pthread_mutex_unlock(&w->mu);
-
-        int rc = failed ? 0 : wal_write_group(w, g);
-        if (!failed && !rc)
-            rc = wal_sync(w);
-        pthread_mutex_lock(&w->log_mu);
-        uint64_t last_index = log_last(&w->lg);
-        struct wal_hard_state hs = w->lg.hs;
-        uint64_t snap_index = w->lg.snap.index;
-        pthread_mutex_unlock(&w->log_mu);
-
-        pthread_mutex_lock(&w->mu);
-        uint32_t nb = 0;
-        uint64_t bytes = 0;
-        for (struct wal_batch_q *b = g; b;) {
-            struct wal_batch_q *next = b->next;
-            nb++, bytes += b->rec.len;
-            buf_free(&b->rec);
-            free(b);
-            b = next;
-        }
-        w->q_batches -= nb;
-        w->q_bytes -= bytes;
-        if (rc && !w->prog.err) {
-            w->prog.err = rc;
-            log_write(w->log, LOG_ERROR, "msg=\"wal: write failed, wal stopped\" dir=%s err=\"%s\"",
-                      w->dir, baton_strerror(rc));
-        }
-        if (!failed && !rc) {
-            w->prog.durable_seq = last_seq;
-            w->prog.durable_index = last_index;
-            w->prog.hs = hs;
-            w->durable_snap_index = snap_index;
-        }
-        pthread_cond_broadcast(&w->cond);
-        pthread_mutex_unlock(&w->mu);
-        if (w->notify)
-            w->notify(w->notify_ctx);
-        pthread_mutex_lock(&w->mu);
+        wal_group_run(w);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
@@ -856,6 +869,7 @@ static int wal_configure(struct wal *w, const struct wal_options *opt, char *em,
                               : (uint32_t)BATON_MIN(w->segment_bytes / 4, UINT32_MAX / 2);
     w->notify = opt->notify;
     w->notify_ctx = opt->notify_ctx;
+    w->no_thread = opt->no_thread;
     if (!opt->dir || strlen(opt->dir) + 64 >= WAL_PATH_MAX) {
         wal_errf(em, em_len, "wal: directory path missing or too long");
         return BATON_EINVAL;
@@ -873,6 +887,22 @@ static int wal_configure(struct wal *w, const struct wal_options *opt, char *em,
         return BATON_EINVAL;
     }
     snprintf(w->dir, sizeof(w->dir), "%s", opt->dir);
+    return 0;
+}
+
+static int wal_thread_start(struct wal *w, char *errmsg, size_t errmsg_len)
+{
+    /* The WAL thread needs little stack; a small one keeps opens cheap (and fuzzing fast). */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, WAL_THREAD_STACK_BYTES);
+    int prc = pthread_create(&w->thread, &attr, wal_thread_main, w);
+    pthread_attr_destroy(&attr);
+    if (prc != 0) {
+        wal_errf(errmsg, errmsg_len, "wal: starting the WAL thread: %s", baton_strerror(-prc));
+        return -prc;
+    }
+    w->thread_started = true;
     return 0;
 }
 
@@ -904,11 +934,11 @@ int wal_open(const struct wal_options *opt, struct wal **out, char *errmsg, size
     w->prog.durable_index = w->sub_last;
     w->prog.hs = w->lg.hs;
     w->durable_snap_index = w->lg.snap.index;
-    if (pthread_create(&w->thread, NULL, wal_thread_main, w) != 0) {
-        rc = BATON_ENOMEM;
-        goto fail;
+    if (!w->no_thread) {
+        rc = wal_thread_start(w, errmsg, errmsg_len);
+        if (rc)
+            goto fail;
     }
-    w->thread_started = true;
     log_write(w->log, LOG_INFO,
               "msg=\"wal: opened\" dir=%s segments=%zu snapshot_index=%" PRIu64
               " last_index=%" PRIu64,
@@ -924,6 +954,8 @@ int wal_close(struct wal *w)
 {
     if (!w)
         return 0;
+    if (w->no_thread)
+        (void)wal_step(w); /* drain; its error is the sticky one returned below */
     pthread_mutex_lock(&w->mu);
     w->closing = true;
     pthread_cond_broadcast(&w->cond);
@@ -1055,10 +1087,25 @@ void wal_poll(struct wal *w, struct wal_progress *out)
     pthread_mutex_unlock(&w->mu);
 }
 
+int wal_step(struct wal *w)
+{
+    if (!w->no_thread)
+        return BATON_EINVAL;
+    pthread_mutex_lock(&w->mu);
+    while (w->q_head)
+        wal_group_run(w);
+    int rc = w->prog.err;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
 int wal_wait(struct wal *w, uint64_t seq)
 {
+    BATON_ASSERT(seq <= w->sub_seq); /* only batches that were submitted */
     pthread_mutex_lock(&w->mu);
-    while (w->prog.durable_seq < seq && !w->prog.err)
+    while (w->no_thread && w->prog.durable_seq < seq && !w->prog.err && w->q_head)
+        wal_group_run(w);
+    while (!w->no_thread && w->prog.durable_seq < seq && !w->prog.err)
         pthread_cond_wait(&w->cond, &w->mu);
     int rc = w->prog.durable_seq >= seq ? 0 : w->prog.err;
     pthread_mutex_unlock(&w->mu);
@@ -1117,32 +1164,48 @@ int wal_release(struct wal *w, uint64_t snap_index, uint32_t *released)
     pthread_mutex_unlock(&w->mu);
     if (snap_index > durable_snap)
         return BATON_EINVAL; /* the marker must be durable before the entries go */
-    int rc = 0;
-    uint32_t n = 0;
+
+    /* Take the releasable prefix out of the list under the lock; no live entry points into it
+     * (their indexes are at or below the snapshot marker). The file work happens outside it,
+     * so the WAL thread keeps writing meanwhile. */
     pthread_mutex_lock(&w->log_mu);
-    while (w->segs_len - n > 1 && w->segs[n].max_index <= snap_index) {
-        char path[WAL_PATH_MAX + 64];
-        seg_path(w, path, sizeof(path), &w->segs[n]);
-        rc = w->io->unlink(w->io->ctx, path);
-        if (rc)
-            break;
-        w->io->close(w->io->ctx, w->segs[n].fd);
+    size_t n = 0;
+    while (w->segs_len - n > 1 && w->segs[n].max_index <= snap_index)
         n++;
+    struct wal_seg *gone = n ? malloc(n * sizeof(*gone)) : NULL;
+    if (n && !gone) {
+        pthread_mutex_unlock(&w->log_mu);
+        return BATON_ENOMEM;
     }
     if (n) {
+        memcpy(gone, w->segs, n * sizeof(*gone));
         memmove(w->segs, w->segs + n, (w->segs_len - n) * sizeof(*w->segs));
         w->segs_len -= n;
-        int rc2 = w->io->fsync_dir(w->io->ctx, w->dir);
-        if (!rc)
-            rc = rc2;
     }
     pthread_mutex_unlock(&w->log_mu);
-    if (n)
+
+    /* Oldest first, each unlink made durable before the next: whatever a crash leaves is a
+     * contiguous run of segments. A failure leaves the rest on disk for the next release after
+     * a restart. */
+    int rc = 0;
+    uint32_t done = 0;
+    for (size_t i = 0; i < n; i++) {
+        char path[WAL_PATH_MAX + 64];
+        seg_path(w, path, sizeof(path), &gone[i]);
+        w->io->close(w->io->ctx, gone[i].fd);
+        if (!rc)
+            rc = w->io->unlink(w->io->ctx, path);
+        if (!rc)
+            rc = w->io->fsync_dir(w->io->ctx, w->dir);
+        done += rc == 0;
+    }
+    free(gone);
+    if (done)
         log_write(w->log, LOG_INFO,
-                  "msg=\"wal: released segments\" dir=%s count=%u below_index=%" PRIu64, w->dir, n,
-                  snap_index);
+                  "msg=\"wal: released segments\" dir=%s count=%u below_index=%" PRIu64, w->dir,
+                  done, snap_index);
     if (released)
-        *released = n;
+        *released = done;
     return rc;
 }
 

@@ -9,10 +9,11 @@
  * Files in the WAL directory:
  *   <seq:016x>-<first_index:016x>.wal   a segment: a 32-byte header (magic, version, seq, first
  *                                       index, header CRC) followed by 8-byte aligned records
- *   *.tmp                               a segment or snapshot being created; removed at open
+ *   *.wal.tmp                           a segment being created; removed by wal_open
  * Files in a snapshot directory:
  *   <term:016x>-<index:016x>.snap       a snapshot file: a 48-byte header (magic, version,
  *                                       index, term, content length, content CRC32C) + content
+ *   *.snap.tmp                          a snapshot being written; removed by wal_snap_purge
  *
  * Threads: every wal_* function is called from one thread (the loop thread), except the
  * notify callback, which the WAL thread calls. The snapshot functions are independent of any
@@ -84,7 +85,10 @@ struct wal_snap_marker {
  * wal_open reads every segment back. A torn or zero-filled tail of the LAST segment (a crash in
  * the middle of an unsynced write) is truncated and logged with file and offset. A bad record
  * anywhere else — in an earlier segment, or followed by a valid record — is BATON_ECORRUPT
- * with the file and offset in errmsg: never skipped. */
+ * with the file and offset in errmsg: never skipped. The WAL cannot tell which bytes of the last
+ * segment were synced, so it assumes a crash leaves a prefix of the last unsynced write (what
+ * disks that write in order do); a device that persisted later sectors of an unsynced write but
+ * not earlier ones makes recovery refuse with BATON_ECORRUPT rather than guess. */
 struct wal_options {
     const char *dir;            /* created if missing; borrowed during wal_open only */
     const struct wal_io *io;    /* NULL: wal_io_posix(); borrowed, must outlive the wal */
@@ -97,6 +101,10 @@ struct wal_options {
      * wake the loop thread (e.g. uv_async_send), which then calls wal_poll. May be NULL. */
     void (*notify)(void *ctx);
     void *notify_ctx;
+    /* Deterministic mode for simulations and tests: no WAL thread. Submitted batches are written
+     * and synced (as one group) only inside wal_step, wal_wait or wal_close, on the caller's
+     * thread, which then also runs notify. */
+    bool no_thread;
 };
 
 struct wal;
@@ -124,8 +132,10 @@ void wal_state_get(const struct wal *w, struct wal_state *out);
 
 /* Reads entries [lo, hi] (clamped to the live range) in order into fn; data is valid only during
  * the call. fn returning non-zero stops the walk and is returned. Entries submitted but not yet
- * written may be missing (they are in the caller's memory anyway). Errors: -errno from pread,
- * BATON_ECORRUPT if a record changed on disk since it was written. */
+ * written may be missing (they are in the caller's memory anyway). fn runs with the log's lock
+ * held — the WAL thread cannot start writing a group meanwhile — so it must be quick and must
+ * not call wal_* functions. Errors: -errno from pread, BATON_ENOMEM, BATON_ECORRUPT if a record
+ * changed on disk since it was written. */
 typedef int (*wal_entry_fn)(void *ctx, const struct wal_entry *e);
 int wal_read_entries(struct wal *w, uint64_t lo, uint64_t hi, wal_entry_fn fn, void *ctx);
 
@@ -163,6 +173,10 @@ void wal_poll(struct wal *w, struct wal_progress *out);
  * tests, tools and shutdown paths; the loop thread uses notify + wal_poll instead. */
 int wal_wait(struct wal *w, uint64_t seq);
 
+/* no_thread mode only: writes and syncs every queued batch now, as one group. Returns the sticky
+ * error (0 if none); BATON_EINVAL when the WAL has its own thread. */
+int wal_step(struct wal *w);
+
 /* Once the WAL failed (an fdatasync, write or preallocation error), it never writes again: an
  * fsync that failed cannot be retried and trusted (pages may have been dropped). Every later
  * wal_submit returns the sticky error; the process must reopen (recover) the WAL. */
@@ -171,8 +185,9 @@ int wal_wait(struct wal *w, uint64_t seq);
  * Deletes whole segments whose entries are all at or below snap_index (never the segment being
  * written). CONTRACT: call it only after the state those entries produced is durable elsewhere
  * — for baton, after mdb_env_sync() returned with the applied index >= snap_index — and after a
- * snapshot marker at snap_index was made durable through this WAL. Blocks for the unlinks and
- * one directory fsync. Returns 0 or -errno; *released (optional) counts deleted segments. */
+ * snapshot marker at snap_index was made durable through this WAL (BATON_EINVAL otherwise).
+ * Blocks for the unlinks and one directory fsync per segment (the WAL thread keeps writing).
+ * Returns 0, BATON_ENOMEM or -errno; *released (optional) counts deleted segments. */
 int wal_release(struct wal *w, uint64_t snap_index, uint32_t *released);
 
 /* Number of segment files (for tests and metrics). */
@@ -218,8 +233,9 @@ int wal_snap_open(const char *dir, const char *name, const struct wal_io *io,
 int wal_snap_read(struct wal_snap_reader *r, void *buf, size_t len, size_t *got);
 void wal_snap_close(struct wal_snap_reader *r);
 
-/* Deletes all but the keep newest snapshot files in dir (and stale *.tmp files), then fsyncs the
- * directory. 0 or -errno; *removed (optional) counts deleted files. */
+/* Deletes all but the keep newest snapshot files in dir and stale *.snap.tmp files (so never
+ * call it while a snapshot is being written into dir), then fsyncs the directory. 0 or -errno;
+ * *removed (optional) counts deleted files. */
 int wal_snap_purge(const char *dir, const struct wal_io *io, uint32_t keep, uint32_t *removed);
 
 #endif

@@ -148,8 +148,8 @@ TEST(kill9_loses_no_acknowledged_entry)
             child_main(fds[1], round, seed + round);
         }
         close(fds[1]);
-        /* Let it run 30..330 ms, then the power of a process: SIGKILL. */
-        struct timespec ts = {0, (long)(30 + prng_below(&r, 300)) * 1000000L};
+        /* Let it run 30..530 ms, then the power of a process: SIGKILL. */
+        struct timespec ts = {0, (long)(30 + prng_below(&r, 500)) * 1000000L};
         nanosleep(&ts, NULL);
         CHECK_EQ(kill(pid, SIGKILL), 0);
         int status;

@@ -8,8 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MEMFS_FILES_MAX 4096
-#define MEMFS_FDS_MAX   1024
+#define MEMFS_FILES_MAX 1024
+#define MEMFS_FDS_MAX   256
 #define MEMFS_NAMES_MAX 512
 #define MEMFS_PATH_MAX  256
 
@@ -35,8 +35,8 @@ struct mname {
 };
 
 struct names {
-    struct mname v[MEMFS_NAMES_MAX];
-    size_t len;
+    struct mname *v; /* grows up to MEMFS_NAMES_MAX */
+    size_t len, cap;
 };
 
 struct memfs {
@@ -51,6 +51,8 @@ struct memfs {
     uint64_t space_limit;
     uint64_t fail_sync_at; /* counts down */
     uint32_t sync_delay_us;
+    pthread_cond_t hold_cond;
+    bool hold;
 };
 
 /* ---- helpers (mu held) --------------------------------------------------------------------- */
@@ -72,6 +74,13 @@ static int names_add(struct names *n, const char *path, int file)
 {
     if (n->len == MEMFS_NAMES_MAX || strlen(path) >= MEMFS_PATH_MAX)
         return -ENAMETOOLONG;
+    if (n->len == n->cap) {
+        size_t cap = n->cap ? n->cap * 2 : 8;
+        struct mname *v = realloc(n->v, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        n->v = v, n->cap = cap;
+    }
     struct mname *m = &n->v[n->len++];
     strcpy(m->path, path);
     m->file = file;
@@ -270,6 +279,8 @@ static int m_sync(void *ctx, int fd)
     if (fs->sync_delay_us)
         usleep(fs->sync_delay_us);
     pthread_mutex_lock(&fs->mu);
+    while (fs->hold)
+        pthread_cond_wait(&fs->hold_cond, &fs->mu);
     struct mfile *f = fd_file(fs, fd);
     int rc = -EBADF;
     if (f && !op_begin(fs))
@@ -426,6 +437,7 @@ struct memfs *memfs_new(void)
     struct memfs *fs = calloc(1, sizeof(*fs));
     BATON_ASSERT(fs);
     pthread_mutex_init(&fs->mu, NULL);
+    pthread_cond_init(&fs->hold_cond, NULL);
     fs->io = (struct wal_io){
         .ctx = fs,
         .open = m_open,
@@ -455,6 +467,9 @@ void memfs_free(struct memfs *fs)
         free(fs->files[i]->dur);
         free(fs->files[i]);
     }
+    free(fs->cur.v);
+    free(fs->dur.v);
+    pthread_cond_destroy(&fs->hold_cond);
     pthread_mutex_destroy(&fs->mu);
     free(fs);
 }
@@ -498,6 +513,14 @@ void memfs_fail_sync(struct memfs *fs, uint64_t n)
 {
     pthread_mutex_lock(&fs->mu);
     fs->fail_sync_at = n;
+    pthread_mutex_unlock(&fs->mu);
+}
+
+void memfs_hold_syncs(struct memfs *fs, bool hold)
+{
+    pthread_mutex_lock(&fs->mu);
+    fs->hold = hold;
+    pthread_cond_broadcast(&fs->hold_cond);
     pthread_mutex_unlock(&fs->mu);
 }
 
@@ -546,7 +569,9 @@ void memfs_power_cut(struct memfs *fs, uint64_t torn_seed)
         f->len = f->dur_len;
         pending_clear(f);
     }
-    fs->cur = fs->dur;
+    fs->cur.len = 0;
+    for (size_t i = 0; i < fs->dur.len; i++)
+        BATON_ASSERT(names_add(&fs->cur, fs->dur.v[i].path, fs->dur.v[i].file) == 0);
     memset(fs->fds, 0, sizeof(fs->fds));
     fs->fail_from_op = 0;
     fs->fail_sync_at = 0;

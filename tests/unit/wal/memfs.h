@@ -32,6 +32,9 @@ void memfs_fail_sync(struct memfs *fs, uint64_t n);
 /* Every fdatasync sleeps this long (outside the lock) before it takes effect. */
 void memfs_sync_delay_us(struct memfs *fs, uint32_t us);
 
+/* While held, every fdatasync/fsync waits (outside the lock) until released: a disk that stalls. */
+void memfs_hold_syncs(struct memfs *fs, bool hold);
+
 /* The power cut: every file goes back to its synced content, every directory to its synced
  * entries, all fds close, faults are cleared. torn_seed != 0 keeps a random prefix of each file's
  * unsynced writes (whole calls, then part of one), as a disk writing in order would. */

@@ -153,10 +153,10 @@ static int records_of(const struct step *st, const struct model *before)
                  (st->hi - st->lo + 1) + st->has_hs);
 }
 
-TEST(power_cut_at_every_io_call)
+static void power_cut_all(bool no_thread)
 {
     make_script();
-    struct wal_options o = {.dir = "/wal", .segment_bytes = 8 << 10};
+    struct wal_options o = {.dir = "/wal", .segment_bytes = 8 << 10, .no_thread = no_thread};
     /* A clean run first: how many mutating calls the workload makes. */
     struct memfs *fs = memfs_new();
     o.io = memfs_io(fs);
@@ -227,7 +227,17 @@ TEST(power_cut_at_every_io_call)
         CHECK_OK(wal_close(w));
         memfs_free(fs);
     }
-    test_log("%" PRIu64 " cuts (%d with torn unsynced writes): %d recovered exactly the acked "
-             "state, %d the acked state plus a prefix of the batch in flight",
-             total + 1, torn_runs, exact, partial);
+    test_log("%s: %" PRIu64 " cuts (%d with torn unsynced writes): %d recovered exactly the "
+             "acked state, %d the acked state plus a prefix of the batch in flight",
+             no_thread ? "no_thread mode" : "WAL thread", total + 1, torn_runs, exact, partial);
+}
+
+TEST(power_cut_at_every_io_call)
+{
+    power_cut_all(false);
+}
+
+TEST(power_cut_at_every_io_call_no_thread)
+{
+    power_cut_all(true);
 }
