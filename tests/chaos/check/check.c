@@ -468,6 +468,22 @@ static int cmp_token(const void *pa, const void *pb)
     return a->b < b->b ? -1 : a->b > b->b;
 }
 
+/* One report per (late holder, earlier holder) pair: a stale holder usually acts many times. */
+#define FENCE_PAIRS_MAX 64
+static bool pair_seen(int64_t *seen, size_t *nseen, int64_t late, int64_t early)
+{
+    for (size_t i = 0; i < *nseen; i++) {
+        if (seen[2 * i] == late && seen[2 * i + 1] == early)
+            return true;
+    }
+    if (*nseen < FENCE_PAIRS_MAX) {
+        seen[2 * *nseen] = late;
+        seen[2 * *nseen + 1] = early;
+        (*nseen)++;
+    }
+    return false;
+}
+
 int chaos_check_fencing(const struct chaos_history *h, struct chaos_report *rep)
 {
     size_t n = 0;
@@ -494,7 +510,8 @@ int chaos_check_fencing(const struct chaos_history *h, struct chaos_report *rep)
     /* A sweep in t0 order keeps the largest token of every act completed before. */
     qsort(by_t1, n, sizeof(*by_t1), cmp_t1);
     qsort(by_t0, n, sizeof(*by_t0), cmp_t0);
-    size_t k = 0;
+    size_t k = 0, nseen = 0;
+    int64_t seen[2 * FENCE_PAIRS_MAX];
     const struct chaos_op *max = NULL;
     for (size_t i = 0; i < n; i++) {
         const struct chaos_op *b = by_t0[i];
@@ -503,7 +520,7 @@ int chaos_check_fencing(const struct chaos_history *h, struct chaos_report *rep)
                 max = by_t1[k];
             k++;
         }
-        if (max && b->a < max->a)
+        if (max && b->a < max->a && !pair_seen(seen, &nseen, b->b, max->b))
             chaos_report_add(rep, "fence-regress", b->key, n,
                              "holder %" PRId64 " acted with token %" PRId64
                              " (line %u) after holder %" PRId64 " had acted with %" PRId64

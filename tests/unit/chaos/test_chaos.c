@@ -369,6 +369,11 @@ TEST(fencing_valid_and_violations)
     const char *regress[] = {ACT(1, 0, 1, 9, 1), ACT(2, 2, 3, 5, 2)};
     CHECK_EQ(check(regress, BATON_ARRAY_LEN(regress), &rep), 1);
     CHECK_STR(rep.list[0].kind, "fence-regress");
+    /* A stale holder acting again and again against the same newer holder is one anomaly;
+     * against a second newer holder, another. */
+    const char *again[] = {ACT(1, 0, 1, 9, 1), ACT(2, 2, 3, 5, 2),  ACT(2, 4, 5, 5, 2),
+                           ACT(2, 6, 7, 5, 2), ACT(3, 8, 9, 12, 3), ACT(2, 10, 11, 5, 2)};
+    CHECK_EQ(check(again, BATON_ARRAY_LEN(again), &rep), 2);
 }
 
 TEST(history_rejects_bad_lines)
