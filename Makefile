@@ -1,7 +1,7 @@
 # The README's commands. Everything real lives in CMake; this file only strings steps together.
 #   make run     install what is missing, build, start a single-member batond
 #   make test    install what is missing, build (gcc + ASan/UBSan, and clang), run every test
-.PHONY: all deps build build-asan build-clang test fuzz run cluster cluster-stop clean format
+.PHONY: all deps build build-asan build-clang test fuzz run cluster cluster-stop chaos-short chaos chaos-calibrate clean format
 
 JOBS    ?= $(shell nproc)
 MAKEFLAGS += --no-print-directory
@@ -47,6 +47,20 @@ cluster: build
 
 cluster-stop:
 	@scripts/cluster.sh stop
+
+# Jepsen-style runs on real clusters in network namespaces (root); see tests/chaos/README.md.
+CHAOS_SERVER ?= /usr/bin/etcd
+DURATION ?= 600
+SEED ?= $(shell date +%s)
+NODES ?= 3
+chaos-short: build
+	@tests/chaos/run.sh --server $(CHAOS_SERVER) --duration 150 --seed 1 \
+	  --checker $(RELEASE)/tests/chaos/chaos_check
+chaos: build
+	@tests/chaos/run.sh --server $(CHAOS_SERVER) --duration $(DURATION) --seed $(SEED) \
+	  --nodes $(NODES) --checker $(RELEASE)/tests/chaos/chaos_check
+chaos-calibrate: build
+	@tests/chaos/calibrate.sh --server $(CHAOS_SERVER) --checker $(RELEASE)/tests/chaos/chaos_check
 
 format:
 	@git ls-files '*.c' '*.h' | xargs clang-format -i

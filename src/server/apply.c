@@ -254,8 +254,7 @@ static int apply_request(struct server *s, const struct raft_entry *e)
         break;
     case REQ_LEASE_GRANT:
         rc = mvcc_lease_grant(s->store, q.u.lease_grant.id, q.u.lease_grant.ttl_s,
-                              &res->u.lease_grant.id);
-        res->u.lease_grant.ttl_s = q.u.lease_grant.ttl_s;
+                              &res->u.lease_grant.id, &res->u.lease_grant.ttl_s);
         if (!rc && s->was_leader)
             mvcc_lease_renew(s->store, res->u.lease_grant.id, s->o.env.now_ms(s->o.env.ctx),
                              &res->u.lease_grant.ttl_s);
@@ -287,8 +286,14 @@ int apply_entries(struct server *s, const struct raft_entry *e, size_t n)
         e++, n--;
     if (n == 0)
         return 0;
-    int rc = mvcc_batch_begin(s->store, e[n - 1].index, e[n - 1].term);
+    /* Each entry's index is set before it applies: generated lease ids derive from it, and
+     * must not depend on how entries happen to be grouped into batches on each member. */
+    int rc = mvcc_batch_begin(s->store, e[0].index, e[0].term);
     for (size_t i = 0; i < n && !rc; i++) {
+        if (i > 0)
+            rc = mvcc_batch_set_index(s->store, e[i].index, e[i].term);
+        if (rc)
+            break;
         if (e[i].type == RAFT_ENTRY_CONFIG)
             rc = apply_config(s, &e[i]);
         else if (e[i].type == RAFT_ENTRY_NORMAL)
