@@ -235,8 +235,9 @@ static void result_message(struct rpc_client_call *call, const uint8_t *data, si
             r->order_ok = false;
         r->next_seq = rep->seq + 1;
         r->last_len = rep->payload.len;
-        memcpy(r->last_payload_head, rep->payload.data,
-               BATON_MIN(rep->payload.len, sizeof(r->last_payload_head)));
+        if (rep->payload.len)
+            memcpy(r->last_payload_head, rep->payload.data,
+                   BATON_MIN(rep->payload.len, sizeof(r->last_payload_head)));
         snprintf(r->token, sizeof(r->token), "%s", rep->token);
     }
     r->msgs++;
