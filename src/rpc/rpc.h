@@ -225,12 +225,14 @@ int rpc_conn_create(struct rpc_server *srv, rpc_notify_fn notify, void *notify_c
 /* Feeds bytes read from the transport. 0, or BATON_EPROTO when the peer broke the protocol
  * (bad preface, ...): then write what rpc_conn_send still gives and close. */
 int rpc_conn_recv(struct rpc_conn *c, const void *data, size_t len);
-/* Appends at most max_bytes of output to out (at least what fits; never splits nothing).
- * 0, BATON_ENOMEM, or BATON_EPROTO (session failed: close). */
+/* Appends pending output to out: whole HTTP/2 frames until about max_bytes (the last frame may
+ * cross it by at most 16 KiB). 0, BATON_ENOMEM, or BATON_EPROTO (session failed: close). */
 int rpc_conn_send(struct rpc_conn *c, struct buf *out, size_t max_bytes);
 /* Runs timers: deadlines, handshake and idle timeouts, keepalive. Call every ~100 ms. */
 void rpc_conn_tick(struct rpc_conn *c);
-/* Graceful shutdown: GOAWAY(NO_ERROR); calls in flight complete, new ones are refused. */
+/* Graceful shutdown: a GOAWAY notice and a PING, then (after the PING's answer or 1 s) the
+ * final GOAWAY(NO_ERROR). Calls in flight complete; new ones are refused; rpc_conn_done turns
+ * true when the last call is over. */
 void rpc_conn_shutdown(struct rpc_conn *c);
 /* True when the connection has nothing more to do: write out what rpc_conn_send gives, then
  * close the transport. */

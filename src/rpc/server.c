@@ -68,9 +68,13 @@ struct rpc_conn {
     uint64_t reset_tokens_milli;
     uint64_t last_ping_recv_ms;
     uint32_t ping_strikes;
-    bool got_settings, ping_outstanding, fatal, shutting_down;
+    uint64_t shutdown_ms;
+    int shutdown_phase; /* 0 serving; 1 GOAWAY notice sent, PING out; 2 final GOAWAY sent */
+    bool got_settings, ping_outstanding, fatal;
     bool close_after_send; /* a GOAWAY for misbehaviour is queued: close once it is out */
 };
+
+static void conn_shutdown_final(struct rpc_conn *c);
 
 static uint64_t conn_now(const struct rpc_conn *c)
 {
@@ -399,7 +403,7 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, voi
         return 0;
     /* nghttp2 refuses streams past the advertised limit; this is the same bound kept by us in
      * case the limit was lowered while a peer's SETTINGS ACK was in flight. */
-    if (c->calls_len >= c->cfg->streams_max || c->shutting_down) {
+    if (c->calls_len >= c->cfg->streams_max || c->shutdown_phase == 2) {
         nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                                   NGHTTP2_REFUSED_STREAM);
         return 0;
@@ -522,9 +526,11 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
             c->got_settings = true;
         break;
     case NGHTTP2_PING:
-        if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
             c->ping_outstanding = false;
-        else
+            if (c->shutdown_phase == 1)
+                conn_shutdown_final(c);
+        } else
             conn_count_ping(c);
         break;
     case NGHTTP2_RST_STREAM:
@@ -793,7 +799,9 @@ void rpc_conn_tick(struct rpc_conn *c)
     for (struct rpc_call *call = c->calls; call; call = call->next)
         if (call->method && !call->finished && call->deadline_ms && now >= call->deadline_ms)
             call_abort(call, GRPC_DEADLINE_EXCEEDED, "context deadline exceeded");
-    if (cfg->idle_timeout_ms && c->calls_len == 0 && !c->shutting_down &&
+    if (c->shutdown_phase == 1 && now - c->shutdown_ms >= 1000)
+        conn_shutdown_final(c); /* the PING ACK is late: one second is RTT enough */
+    if (cfg->idle_timeout_ms && c->calls_len == 0 && !c->shutdown_phase &&
         now - c->last_active_ms >= cfg->idle_timeout_ms)
         rpc_conn_shutdown(c);
     if (c->ping_outstanding && now - c->ping_sent_ms >= cfg->keepalive_timeout_ms) {
@@ -812,11 +820,23 @@ void rpc_conn_tick(struct rpc_conn *c)
     }
 }
 
+/* Graceful shutdown in two steps, as nghttp2 and grpc-go do it: a GOAWAY notice (last stream
+ * id 2^31-1) with a PING; once the PING is answered, every stream the client opened before it
+ * saw the notice has reached us, and the final GOAWAY names the last one we will serve. */
 void rpc_conn_shutdown(struct rpc_conn *c)
 {
-    if (c->shutting_down || c->fatal)
+    if (c->shutdown_phase || c->fatal)
         return;
-    c->shutting_down = true;
+    c->shutdown_phase = 1;
+    c->shutdown_ms = conn_now(c);
+    nghttp2_submit_shutdown_notice(c->h2);
+    nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL);
+    conn_notify(c);
+}
+
+static void conn_shutdown_final(struct rpc_conn *c)
+{
+    c->shutdown_phase = 2;
     nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
                           NGHTTP2_NO_ERROR, NULL, 0);
     conn_notify(c);

@@ -85,6 +85,9 @@ enum rpc_deframe_result rpc_deframe(struct rpc_deframer *d, const uint8_t **data
                 return RPC_DEFRAME_MORE;
             d->need = (uint32_t)d->hdr[1] << 24 | (uint32_t)d->hdr[2] << 16 |
                       (uint32_t)d->hdr[3] << 8 | d->hdr[4];
+            d->msg.len = 0;
+            if (d->msg.cap > 64 * 1024 && d->need < d->msg.cap / 4)
+                buf_free(&d->msg); /* one large message does not pin memory for the call */
             if (d->hdr[0] == 1)
                 return RPC_DEFRAME_COMPRESSED;
             if (d->hdr[0] != 0)
@@ -93,7 +96,6 @@ enum rpc_deframe_result rpc_deframe(struct rpc_deframer *d, const uint8_t **data
                 *msg_len = d->need;
                 return RPC_DEFRAME_TOO_LARGE;
             }
-            d->msg.len = 0;
         }
         /* The buffer grows with the bytes that arrived, never with the announced length alone:
          * a peer announcing large messages and sending little costs us little. */

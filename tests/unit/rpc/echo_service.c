@@ -109,6 +109,29 @@ static void bidi_half_close(struct rpc_call *call, void *ctx)
     rpc_call_finish(call, GRPC_OK, "bye");
 }
 
+static void collect_start(struct rpc_call *call, void *ctx)
+{
+    echo_state.started++;
+    int *n = arena_alloc(rpc_call_arena(call), sizeof(int));
+    *n = 0;
+    rpc_call_set_user(call, n);
+}
+
+static void collect_msg(struct rpc_call *call, const ProtobufCMessage *m, void *ctx)
+{
+    (*(int *)rpc_call_user(call))++;
+}
+
+static void collect_half_close(struct rpc_call *call, void *ctx)
+{
+    int rc;
+    reply(call, (const uint8_t *)"sum", 3, *(int *)rpc_call_user(call), &rc);
+    if (rc)
+        rpc_call_finish_err(call, rc);
+    else
+        rpc_call_finish(call, GRPC_OK, NULL);
+}
+
 static void hold_msg(struct rpc_call *call, const ProtobufCMessage *m, void *ctx)
 {
     echo_state.started++;
@@ -167,6 +190,13 @@ int echo_register(struct rpc_server *srv)
          .on_message = bidi_msg,
          .on_half_close = bidi_half_close,
          .on_cancel = on_cancel},
+        {.path = "/baton.test.Echo/Collect",
+         .kind = RPC_CLIENT_STREAMING,
+         .request = req,
+         .on_start = collect_start,
+         .on_message = collect_msg,
+         .on_half_close = collect_half_close,
+         .on_cancel = on_cancel},
         {.path = "/baton.test.Echo/Hold",
          .kind = RPC_UNARY,
          .request = req,
@@ -205,8 +235,9 @@ static void result_message(struct rpc_client_call *call, const uint8_t *data, si
             r->order_ok = false;
         r->next_seq = rep->seq + 1;
         r->last_len = rep->payload.len;
-        memcpy(r->last_payload_head, rep->payload.data,
-               BATON_MIN(rep->payload.len, sizeof(r->last_payload_head)));
+        if (rep->payload.len)
+            memcpy(r->last_payload_head, rep->payload.data,
+                   BATON_MIN(rep->payload.len, sizeof(r->last_payload_head)));
         snprintf(r->token, sizeof(r->token), "%s", rep->token);
     }
     r->msgs++;

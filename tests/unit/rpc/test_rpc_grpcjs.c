@@ -1,7 +1,8 @@
 /*
  * Interop: Node's @grpc/grpc-js, an independent gRPC implementation, calls the Echo service on
  * our server over TCP (grpcjs_client.js holds the checks). The npm packages are installed on
- * first use into a cache outside the repository ($BATON_NPM_CACHE or ~/.cache/baton/npm).
+ * first use into a cache outside the repository ($BATON_NPM_CACHE or ~/.cache/baton/npm/grpc-js,
+ * a directory of its own so installs for other tests never race with this one).
  */
 #include "echo_service.h"
 #include "net/net.h"
@@ -24,7 +25,8 @@ static const char *npm_dir(void)
     if (env && env[0])
         snprintf(dir, sizeof(dir), "%s", env);
     else
-        snprintf(dir, sizeof(dir), "%s/.cache/baton/npm", getenv("HOME") ? getenv("HOME") : "/tmp");
+        snprintf(dir, sizeof(dir), "%s/.cache/baton/npm/grpc-js",
+                 getenv("HOME") ? getenv("HOME") : "/tmp");
     return dir;
 }
 

@@ -122,6 +122,31 @@ TEST(bidi_echo_then_half_close)
     pair_close(&p);
 }
 
+TEST(client_streaming_one_reply_after_half_close)
+{
+    struct pair p;
+    pair_open(&p, NULL);
+    struct echo_result r;
+    echo_result_init(&r);
+    struct rpc_client_call *call;
+    CHECK_OK(rpc_client_call_start(p.cl, ECHO("Collect"), NULL, 0, 0, &echo_result_cbs, &r, &call));
+    Baton__Test__EchoRequest req = BATON__TEST__ECHO_REQUEST__INIT;
+    for (int i = 0; i < 37; i++) {
+        CHECK_OK(rpc_client_call_send(call, &req.base));
+        if (i % 10 == 0)
+            pair_pump(&p);
+    }
+    pair_pump(&p);
+    CHECK_EQ(r.msgs, 0);
+    CHECK_OK(rpc_client_call_close_send(call));
+    pair_pump(&p);
+    CHECK_EQ(r.code, GRPC_OK);
+    CHECK_EQ(r.msgs, 1);
+    CHECK_EQ(r.next_seq, 38); /* seq 37 was the reply */
+    CHECK_MEM(r.last_payload_head, r.last_len, "sum", 3);
+    pair_close(&p);
+}
+
 TEST(rst_no_error_after_trailers_when_client_still_open)
 {
     struct pair p;
@@ -614,7 +639,12 @@ TEST(graceful_shutdown_finishes_calls_in_flight)
     call_unary(&p, ECHO("Hold"), &req, 0, &r);
     pair_pump(&p);
     rpc_conn_shutdown(p.conn);
+    /* A call the client started before it saw the GOAWAY notice is still served: the final
+     * GOAWAY comes only after a PING round trip. */
+    struct echo_result racing;
+    call_unary(&p, ECHO("Unary"), &req, 0, &racing);
     pair_pump(&p);
+    CHECK_EQ(racing.code, GRPC_OK);
     uint32_t code = 99;
     CHECK(rpc_client_goaway(p.cl, &code));
     CHECK_EQ(code, NGHTTP2_NO_ERROR);
