@@ -376,4 +376,10 @@ int mvcc_defrag_poll(struct mvcc_store *s, bool *done);
 int mvcc_defrag(struct mvcc_store *s);
 bool mvcc_defrag_running(const struct mvcc_store *s);
 
+/* ---- Copies for Raft snapshots ----------------------------------------------------------------
+ * Writes a compacted, consistent copy of the data file (as of the last committed batch, which
+ * holds the applied index) to fd. Between batches only: BATON_EBUSY inside a batch or during a
+ * defragmentation. Blocks for the copy. */
+int mvcc_copy_fd(struct mvcc_store *s, int fd);
+
 #endif
