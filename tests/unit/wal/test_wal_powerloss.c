@@ -12,7 +12,7 @@
 #include <string.h>
 
 #define IDX_MAX 1024
-#define STEPS   48
+#define STEPS   36
 
 static bool verbose;
 
