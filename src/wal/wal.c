@@ -466,6 +466,22 @@ static int scan_for_valid(struct rd *r, uint64_t off, bool *found, uint64_t *at)
     return 0;
 }
 
+/* Sets *dirty when any byte in [off, size) is not zero. */
+static int region_is_zero(struct rd *r, uint64_t off, bool *dirty)
+{
+    *dirty = false;
+    while (off < r->size && !*dirty) {
+        size_t n = (size_t)BATON_MIN((uint64_t)WAL_READ_WINDOW, r->size - off);
+        const uint8_t *p;
+        int rc = rd_get(r, off, n, &p);
+        if (rc)
+            return rc;
+        *dirty = !all_zero(p, n);
+        off += n;
+    }
+    return 0;
+}
+
 struct seg_scan {
     uint64_t end; /* offset after the last good record */
     bool torn;    /* the bytes at end are not a clean zero frame */
@@ -588,7 +604,12 @@ static int seg_open_one(struct wal *w, struct wal_seg *s, bool is_last, char *em
     if (rc)
         goto out;
     if (is_last) {
-        if (sc.torn) {
+        /* Any non-zero byte past the end goes too, torn record or not: once the segment is
+         * extended or written again, a fragment there could complete into a valid record. */
+        bool dirty = sc.torn;
+        if (!dirty && (rc = region_is_zero(&r, sc.end, &dirty)) != 0)
+            goto out;
+        if (dirty) {
             log_write(w->log, LOG_WARN,
                       "msg=\"wal: truncating torn tail\" file=%s offset=%" PRIu64
                       " dropped_bytes=%" PRIu64,

@@ -51,10 +51,10 @@ struct wal_io {
     int (*unlink)(void *ctx, const char *path);
     /* Makes the directory's entries (creates, renames, unlinks) durable. */
     int (*fsync_dir)(void *ctx, const char *dir);
-    /* mkdir -p of one level; -EEXIST is fine for the caller. */
+    /* mkdir(2): one level, the parent must exist; the WAL treats -EEXIST as success. */
     int (*mkdir)(void *ctx, const char *path, int mode);
-    /* Calls fn for each regular entry name (not "." or ".."); a non-zero return from fn stops the
-     * walk and is returned. */
+    /* Calls fn for each entry name but "." and ".."; a non-zero return from fn stops the walk
+     * and is returned. fn may unlink entries of dir. */
     int (*list_dir)(void *ctx, const char *dir, int (*fn)(void *arg, const char *name), void *arg);
 };
 

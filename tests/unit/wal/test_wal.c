@@ -14,13 +14,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char tlog_last[1024];
+static char tlog_warn_last[1024];
 static int tlog_warns;
 static void tlog_fn(void *ctx, enum log_level level, const char *line, size_t len)
 {
-    if (level >= LOG_WARN)
+    if (level >= LOG_WARN) {
         tlog_warns++;
-    snprintf(tlog_last, sizeof(tlog_last), "%.*s", (int)len, line);
+        snprintf(tlog_warn_last, sizeof(tlog_warn_last), "%.*s", (int)len, line);
+    }
 }
 static const struct log_sink tlog = {.fn = tlog_fn, .min_level = LOG_DEBUG};
 
@@ -701,6 +702,49 @@ TEST(no_thread_mode_is_deterministic)
     struct wal_state st;
     wal_state_get(w, &st);
     CHECK_EQ(st.last_index, 32);
+    CHECK_OK(wal_close(w));
+    memfs_free(fs);
+}
+
+TEST(fragment_after_clean_end_is_cut)
+{
+    /* Found by fuzz_wal_segment: the last segment ends cleanly (zeros), but a fragment of a
+     * record sits further on at the very end of a short file. Extending the file with zeros
+     * completed the fragment into a valid record, and the next open refused the log. Any
+     * non-zero byte after the end of the last segment is now cut at open. */
+    struct memfs *fs = memfs_new();
+    struct wal_options o = {.dir = "/t", .io = memfs_io(fs), .log = &tlog, .segment_bytes = 8192};
+    struct wal *w;
+    CHECK_OK(wal_open(&o, &w, NULL, 0));
+    CHECK_OK(wal_close(w));
+    const char *path = "/t/0000000000000001-0000000000000001.wal";
+    uint8_t *d;
+    size_t n;
+    CHECK_OK(memfs_read_file(fs, path, &d, &n));
+    /* The head snapshot marker (index 0, term 0) is a 32-byte record with a zero payload:
+     * its first 20 bytes, zero-completed, are a valid record again. */
+    uint8_t file[220] = {0};
+    memcpy(file, d, 104);           /* header + head records */
+    memcpy(file + 200, d + 32, 20); /* the fragment */
+    free(d);
+    CHECK_OK(memfs_write_file(fs, path, file, sizeof(file)));
+    int warns0 = tlog_warns;
+    CHECK_OK(wal_open(&o, &w, NULL, 0));
+    CHECK_EQ(tlog_warns, warns0 + 1);
+    test_log("%s", tlog_warn_last);
+    CHECK(strstr(tlog_warn_last, "offset=104") != NULL);
+    CHECK(strstr(tlog_warn_last, path) != NULL);
+    uint64_t seq;
+    CHECK_OK(walt_submit_range(w, 1, 1, 1, NULL, &seq));
+    CHECK_OK(wal_wait(w, seq));
+    CHECK_OK(wal_close(w));
+    char em[256];
+    int rc = wal_open(&o, &w, em, sizeof(em));
+    if (rc)
+        test_fail(__FILE__, __LINE__, "reopen: %s", em);
+    struct wal_state st;
+    wal_state_get(w, &st);
+    CHECK_EQ(st.last_index, 1);
     CHECK_OK(wal_close(w));
     memfs_free(fs);
 }
