@@ -167,6 +167,7 @@ static int apply_config(struct server *s, const struct raft_entry *e)
     rc = rc ? rc : buf_append(&b, e->data, e->len);
     rc = rc ? rc : mvcc_aux_put(s->store, bytes_of(AUX_CONF), (struct mvcc_bytes){b.data, b.len});
     buf_free(&b);
+    s->applied_conf = conf;
     /* Members that left the configuration are forgotten by the transport. */
     for (int i = 0; i < s->members_len && !rc; i++) {
         uint64_t id = s->members[i].id;

@@ -111,8 +111,15 @@ void server_on_peer_down(struct server *s, uint64_t peer)
 
 static int submit_persist(struct server *s, const struct raft_persist *p)
 {
-    if (p->chunks_len || p->snapshot)
-        return BATON_EINVAL; /* snapshot installation arrives with log compaction */
+    /* In Raft's order: snapshot chunks, the snapshot, entries, hard state. */
+    int rc = snap_stage_chunks(s, p->chunks, p->chunks_len);
+    if (!rc && p->snapshot)
+        rc = snap_stage_finish(s, p->snapshot);
+    if (rc)
+        return rc;
+    struct wal_snap_marker mk = {0, 0};
+    if (p->snapshot)
+        mk = (struct wal_snap_marker){p->snapshot->index, p->snapshot->term};
     if (p->entries_len > s->wal_entries_cap) {
         size_t cap = BATON_MAX(p->entries_len, 2 * s->wal_entries_cap);
         struct wal_entry *n = realloc(s->wal_entries, cap * sizeof(*n));
@@ -126,7 +133,8 @@ static int submit_persist(struct server *s, const struct raft_persist *p)
         s->wal_entries[i] = (struct wal_entry){e->index, e->term, e->type, e->data, e->len};
     }
     struct wal_hard_state hs = {p->hard_state.term, p->hard_state.vote, p->hard_state.commit};
-    struct wal_batch b = {s->wal_entries, p->entries_len, p->hard_state_changed ? &hs : NULL, NULL};
+    struct wal_batch b = {s->wal_entries, p->entries_len, p->hard_state_changed ? &hs : NULL,
+                          p->snapshot ? &mk : NULL};
     return wal_submit(s->wal, &b, &s->persist_seq);
 }
 
@@ -145,6 +153,7 @@ void server_on_wal(struct server *s)
         s->persist_seq = 0;
         raft_persisted(s->raft);
     }
+    snap_release(s, pr.durable_seq);
     server_process(s);
 }
 
@@ -183,14 +192,30 @@ static void handle_ready(struct server *s)
         }
     }
     send_msgs(s, rd.msgs, rd.msgs_len);
-    int rc = apply_entries(s, rd.committed, rd.committed_len);
+    int rc = 0;
+    if (rd.apply_snapshot) {
+        char err[512];
+        rc = snap_install(s, rd.apply_snapshot, err, sizeof(err));
+        if (rc) {
+            server_fail(s, rc, err);
+            return;
+        }
+    }
+    rc = apply_entries(s, rd.committed, rd.committed_len);
     if (rc) {
         server_fail(s, rc, "applying committed entries to the store");
         return;
     }
     for (size_t i = 0; i < rd.reads_len; i++)
         reads_confirmed(s, rd.reads[i].context, rd.reads[i].index);
+    /* Chunk requests are answered once the ready is advanced (Raft takes no input before). */
+    struct raft_snap_read sr[8];
+    size_t sr_len = BATON_MIN(rd.snap_reads_len, BATON_ARRAY_LEN(sr));
+    if (sr_len)
+        memcpy(sr, rd.snap_reads, sr_len * sizeof(sr[0]));
     raft_advance(s->raft, &rd);
+    for (size_t i = 0; i < sr_len; i++)
+        snap_serve_read(s, &sr[i]);
     report_unreachable(s);
     if (rd.committed_len) {
         reads_applied(s);
@@ -217,6 +242,7 @@ void server_process(struct server *s)
             leader_changed(s, &st);
         if (!s->published && st.leader)
             publish_self(s);
+        snap_maybe_compact(s);
         if (!s->again && (dlist_empty(&s->reads_next) || s->failed))
             break;
     }
@@ -380,7 +406,9 @@ static int restore(struct server *s, char *err, size_t err_len)
     struct wal_state ws;
     wal_state_get(s->wal, &ws);
     s->applied = mvcc_applied_index(s->store);
-    bool empty = ws.last_index == 0 && ws.hs.term == 0 && s->applied == 0;
+    char probe[128];
+    bool empty = ws.last_index == 0 && ws.hs.term == 0 && s->applied == 0 &&
+                 wal_snap_latest(s->dir.snap, NULL, probe, sizeof(probe)) == BATON_ENOTFOUND;
     if (empty) {
         if (s->o.join)
             return 0; /* the leader will contact us */
@@ -389,28 +417,35 @@ static int restore(struct server *s, char *err, size_t err_len)
             conf.voters[conf.voters_len++] = s->initial[i].id;
         return raft_bootstrap(s->raft, &conf);
     }
-    if (s->applied > ws.last_index) {
+    struct raft_snapshot_meta meta;
+    int rc = snap_load_latest(s, &meta, err, err_len);
+    if (rc)
+        return rc;
+    s->applied = mvcc_applied_index(s->store);
+    uint64_t last = BATON_MAX(ws.last_index, meta.index);
+    if (s->applied > last) {
         snprintf(err, err_len,
                  "%s: store applied index %llu is beyond the write-ahead log's last index %llu",
-                 s->dir.member, (unsigned long long)s->applied, (unsigned long long)ws.last_index);
+                 s->dir.member, (unsigned long long)s->applied, (unsigned long long)last);
         return BATON_ECORRUPT;
     }
-    if (ws.first_index > 1 || ws.snap.index > 0) {
+    uint64_t lo = meta.index + 1;
+    if (ws.last_index >= lo && ws.first_index > lo) {
         snprintf(err, err_len,
-                 "%s: write-ahead log starts at %llu: log compaction is not "
-                 "supported by this version",
-                 s->dir.wal, (unsigned long long)ws.first_index);
+                 "%s: write-ahead log starts at %llu but the newest snapshot ends "
+                 "at %llu",
+                 s->dir.wal, (unsigned long long)ws.first_index, (unsigned long long)meta.index);
         return BATON_ECORRUPT;
     }
     struct arena a;
     arena_init(&a, 1 << 20);
     struct restore_ctx r = {.a = &a};
-    int rc = wal_read_entries(s->wal, ws.first_index, ws.last_index, collect_entry, &r);
+    rc = ws.last_index >= lo ? wal_read_entries(s->wal, lo, ws.last_index, collect_entry, &r) : 0;
     struct raft_hard_state hs = {ws.hs.term, ws.hs.vote, ws.hs.commit};
-    if (hs.commit < s->applied)
-        hs.commit = s->applied; /* applied implies committed */
+    /* Applied (and snapshotted) implies committed. */
+    hs.commit = BATON_MAX(hs.commit, BATON_MAX(s->applied, meta.index));
     if (!rc)
-        rc = raft_restore(s->raft, &hs, NULL, r.entries, r.len);
+        rc = raft_restore(s->raft, &hs, meta.index ? &meta : NULL, r.entries, r.len);
     if (rc && !err[0])
         snprintf(err, err_len, "%s: cannot restore the raft log: %s", s->dir.wal,
                  baton_strerror(rc));
@@ -482,6 +517,14 @@ int server_open(const struct server_options *o, struct server **out, char *err, 
         snprintf(err, err_len, "cannot create raft: %s", baton_strerror(rc));
         goto fail;
     }
+    uint64_t conf_index;
+    if (mvcc_applied_index(s->store) > 0 &&
+        apply_restore_config(s, &s->applied_conf, &conf_index) != 0) {
+        snprintf(err, err_len, "%s: no raft configuration recorded with the applied state",
+                 s->dir.db);
+        rc = BATON_ECORRUPT;
+        goto fail;
+    }
     rc = members_load(s);
     if (rc) {
         snprintf(err, err_len, "%s: member table is corrupt", s->dir.db);
@@ -512,6 +555,7 @@ void server_close(struct server *s)
     if (!s)
         return;
     calls_fail_all(s, BATON_ECLOSED);
+    snap_close(s);
     if (s->wal)
         wal_close(s->wal);
     if (s->store)

@@ -135,6 +135,16 @@ struct server {
     struct server_member members[SERVER_PEERS_MAX];
     int members_len;
 
+    /* Snapshots (snap.c). */
+    uint64_t snap_index, snap_term;      /* the newest local snapshot */
+    uint64_t release_seq, release_index; /* WAL marker awaiting durability, then release */
+    struct wal_snap_reader *reader;      /* leader: the snapshot being sent */
+    uint64_t reader_index, reader_pos, reader_len;
+    struct wal_snap_writer *staging; /* follower: the snapshot being received */
+    uint64_t staging_index, staging_pos;
+    struct raft_config applied_conf; /* configuration as of the applied index */
+    uint64_t store_generation;       /* bumped when a snapshot replaced the store */
+
     uint64_t leader, term;
     bool was_leader;
     bool published; /* this member's attributes were proposed */
@@ -186,6 +196,17 @@ void ops_on_response(struct server *s, const uint8_t *p, size_t len);
 void ops_finish(struct server_call *c, int err);
 void ops_deliver(struct server_call *c, int err);
 void ops_leader_changed(struct server *s);
+
+/* snap.c */
+void snap_maybe_compact(struct server *s);
+void snap_release(struct server *s, uint64_t durable_seq);
+void snap_serve_read(struct server *s, const struct raft_snap_read *r);
+int snap_stage_chunks(struct server *s, const struct raft_snap_chunk *c, size_t n);
+int snap_stage_finish(struct server *s, const struct raft_snapshot_meta *meta);
+int snap_install(struct server *s, const struct raft_snapshot_meta *meta, char *err,
+                 size_t err_len);
+int snap_load_latest(struct server *s, struct raft_snapshot_meta *meta, char *err, size_t err_len);
+void snap_close(struct server *s);
 
 /* apply.c */
 int apply_entries(struct server *s, const struct raft_entry *e, size_t n);

@@ -41,6 +41,7 @@ struct cluster {
     struct frame frames[FRAMES_MAX];
     size_t frames_len;
     uint64_t last_tick_ms;
+    uint64_t snapshot_count;
 };
 
 static uint64_t mono_ms(void *ctx)
@@ -103,6 +104,7 @@ static void member_open(struct cluster *c, int i)
         .client_urls = &curl,
         .client_urls_len = 1,
         .seed = 1234 + (uint64_t)i,
+        .snapshot_count = c->snapshot_count,
         .env = {m, mono_ms, env_send, env_peer_set, env_wake, env_fatal},
     };
     int rc = server_open(&o, &m->s, err, sizeof(err));
@@ -119,10 +121,17 @@ static void member_close(struct member *m)
     m->down = true;
 }
 
+static void cluster_start_snap(struct cluster *c, int n, uint64_t snapshot_count);
 static void cluster_start(struct cluster *c, int n)
+{
+    cluster_start_snap(c, n, 0);
+}
+
+static void cluster_start_snap(struct cluster *c, int n, uint64_t snapshot_count)
 {
     memset(c, 0, sizeof(*c));
     c->n = n;
+    c->snapshot_count = snapshot_count;
     for (int i = 0; i < n; i++) {
         c->m[i].c = c;
         c->m[i].idx = i;
@@ -443,5 +452,59 @@ TEST(leader_only_operations_from_any_member)
     CHECK(run_until(&cl, has_leader_everywhere, NULL, 10000));
     CHECK_EQ(leader_of(&cl), t);
     arena_free(&a);
+    cluster_stop(&cl);
+}
+
+static int count_snapshots(const char *dir)
+{
+    char cmd[PATH_MAX + 64];
+    snprintf(cmd, sizeof(cmd), "ls %s/*.snap 2>/dev/null | wc -l", dir);
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+    if (p) {
+        if (fscanf(p, "%d", &n) != 1)
+            n = 0;
+        pclose(p);
+    }
+    return n;
+}
+
+TEST(lagging_follower_catches_up_from_a_snapshot_and_restarts_from_one)
+{
+    cluster_start_snap(&cl, 3, 20);
+    CHECK(run_until(&cl, has_leader_everywhere, NULL, 10000));
+    int l = leader_of(&cl), f = (l + 1) % 3, o = (l + 2) % 3;
+    CHECK_OK(put(&cl, l, "k", "first", NULL));
+    member_close(&cl.m[f]);
+    for (int i = 0; i < 100; i++) {
+        char key[16], v[16];
+        snprintf(key, sizeof(key), "key%03d", i);
+        snprintf(v, sizeof(v), "v%d", i);
+        CHECK_OK(put(&cl, i % 2 ? l : o, key, v, NULL));
+    }
+    /* The two live members compacted their logs (several snapshots; old ones purged). */
+    CHECK_GE(count_snapshots(cl.m[l].dir.snap), 1);
+    CHECK_LE(count_snapshots(cl.m[l].dir.snap), 2);
+    /* The follower comes back behind the compaction point: it gets the leader's snapshot. */
+    member_open(&cl, f);
+    CHECK(run_until(&cl, has_leader_everywhere, NULL, 10000));
+    check_value(&cl, f, "key099", "v99");
+    check_value(&cl, f, "k", "first");
+    CHECK_GE(count_snapshots(cl.m[f].dir.snap), 1);
+    CHECK_OK(put(&cl, f, "after", "x", NULL));
+    check_value(&cl, f, "after", "x");
+    /* Everyone restarts: Raft comes back from the newest snapshot plus the WAL after it. */
+    for (int i = 0; i < 3; i++)
+        member_close(&cl.m[i]);
+    for (int i = 0; i < 3; i++)
+        member_open(&cl, i);
+    CHECK(run_until(&cl, has_leader_everywhere, NULL, 10000));
+    for (int i = 0; i < 3; i++) {
+        check_value(&cl, i, "key050", "v50");
+        check_value(&cl, i, "after", "x");
+    }
+    int n;
+    server_members(cl.m[f].s, &n);
+    CHECK_EQ(n, 3);
     cluster_stop(&cl);
 }
