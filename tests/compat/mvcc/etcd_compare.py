@@ -133,10 +133,80 @@ def map_leases(args):
             for a in args]
 
 
+def prefix_end(k):
+    b = bytearray(k.encode())
+    while b:
+        if b[-1] < 0xff:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return b"\0"
+
+
+def run_watch(etcd, words, cur_rev):
+    """History of a watch through etcd's JSON gateway (etcdctl 3.4 has no filter flags): read
+    responses until the event at the current revision, a cancel, or a quiet second."""
+    key, end, body = None, None, {"prev_kv": False}
+    for w in words[1:]:
+        if w == "--prefix":
+            end = prefix_end(key)
+        elif w == "--from-key":
+            end = b"\0"
+        elif w == "--prev-kv":
+            body["prev_kv"] = True
+        elif w == "--no-put":
+            body.setdefault("filters", []).append("NOPUT")
+        elif w == "--no-delete":
+            body.setdefault("filters", []).append("NODELETE")
+        elif w.startswith("--rev="):
+            body["start_revision"] = int(w[6:])
+        elif key is None:
+            key = w
+        else:
+            end = w.encode()
+    body["key"] = b64(key)
+    if end is not None:
+        body["range_end"] = base64.b64encode(end).decode()
+    req = urllib.request.Request("http://127.0.0.1:%d/v3/watch" % etcd.port,
+                                 data=json.dumps({"create_request": body}).encode())
+    out, n = [], 0
+    resp = urllib.request.urlopen(req, timeout=10)
+    resp.fp.raw._sock.settimeout(1.0)
+    try:
+        while True:
+            line = resp.readline()
+            if not line:
+                break
+            r = json.loads(line).get("result", {})
+            if int(r.get("compact_revision", 0) or 0) > 0:
+                return out + ["compacted=%d" % int(r["compact_revision"])]
+            last = 0
+            for ev in r.get("events") or []:
+                kind = "DELETE" if ev.get("type") == "DELETE" else "PUT"
+                s = "  %s %s" % (kind, fmt_kv(ev["kv"]))
+                if ev.get("prev_kv"):
+                    s += " prev=" + fmt_kv(ev["prev_kv"])
+                out.append(s)
+                n += 1
+                last = int(ev["kv"].get("mod_revision", 0))
+            if last >= cur_rev:
+                break
+    except (socket.timeout, TimeoutError):
+        pass
+    finally:
+        resp.close()
+    return out + ["events=%d" % n]
+
+
 def run_etcd(etcd, lines):
     out = []
+    cur_rev = 1
     i = 0
     while i < len(lines):
+        for l in out[-4:]:
+            for w in l.split():
+                if w.startswith("rev="):
+                    cur_rev = max(cur_rev, int(w[4:]))
         line = lines[i]
         i += 1
         out.append("> " + line)
@@ -172,6 +242,9 @@ def run_etcd(etcd, lines):
                     out.append("  " + fmt_put(body["ResponsePut"]))
                 elif "ResponseDeleteRange" in body:
                     out.append("  " + fmt_del(body["ResponseDeleteRange"]))
+            continue
+        if cmd == "watch":
+            out.extend(run_watch(etcd, words, cur_rev))
             continue
         if cmd == "rangereq":
             body = {}
