@@ -1163,3 +1163,38 @@ TEST(killed_writer_reopens_consistent)
         arena_free(&A);
     }
 }
+
+/* A truncated data file and a path that is a directory: errors naming the path. */
+TEST(truncated_file_and_directory_path)
+{
+    struct mvcc_store *s = open_store();
+    char k[32];
+    begin(s);
+    for (int i = 0; i < 2000; i++) {
+        snprintf(k, sizeof(k), "key%05d", i);
+        struct mvcc_put_req r = {.key = B(k), .value = B("some value bytes")};
+        struct mvcc_put_resp resp;
+        CHECK_OK(mvcc_put(s, &r, &A, &resp));
+    }
+    CHECK_OK(mvcc_batch_commit(s));
+    mvcc_close(s);
+    arena_free(&A);
+    FILE *f = fopen(g_path, "r+b");
+    CHECK(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    CHECK_OK(truncate(g_path, size / 2));
+    struct mvcc_config cfg;
+    mvcc_config_default(&cfg);
+    cfg.path = g_path;
+    char err[600] = "";
+    CHECK_EQ(mvcc_open(&cfg, &s, err, sizeof(err)), BATON_ECORRUPT);
+    CHECK(strstr(err, g_path) != NULL);
+    test_log("%s", err);
+    cfg.path = test_tmpdir();
+    err[0] = 0;
+    CHECK_NE(mvcc_open(&cfg, &s, err, sizeof(err)), 0);
+    CHECK(strstr(err, test_tmpdir()) != NULL);
+    test_log("%s", err);
+}
