@@ -1,6 +1,6 @@
 /* Unit tests for mvcc/: revisions, ranges, txns, compaction, leases, watch, hash, quota, defrag,
- * reopen. Expected values follow etcd 3.4's behaviour (see tests/unit/mvcc/etcd_compare.sh for
- * the same sequences checked against a real etcd). */
+ * reopen. Expected values follow etcd 3.4's behaviour (see etcd_compare.py and etcd_sequence.txt
+ * for the same sequences checked against a real etcd). */
 #include "mvcc/mvcc.h"
 #include "test.h"
 
