@@ -7,6 +7,7 @@ or etcdctl is not installed.
 Usage: etcd_compare.py MVCC_SCRIPT_BINARY SEQUENCE_FILE
 """
 import base64
+import concurrent.futures
 import difflib
 import json
 import os
@@ -203,21 +204,130 @@ def run_watch(etcd, words, cur_rev):
     return out + ["events=%d" % n]
 
 
+def run_txn(etcd, parts):
+    out = []
+    conv = lambda l: " ".join(map_leases(l.split()))
+    # etcdctl reads compares, success ops, failure ops, each list ended by a blank line.
+    stdin = "\n".join(parts[0] + [""] + [conv(l) for l in parts[1]] + [""] +
+                      [conv(l) for l in parts[2]] + [""]) + "\n"
+    res, err = etcd.ctl(["txn"], stdin)
+    if err:
+        return ["error: " + err]
+    r = json.loads(res)
+    out.append("rev=%d succeeded=%d" % (int(r["header"]["revision"]),
+                                        1 if r.get("succeeded") else 0))
+    for resp in r.get("responses") or []:
+        body = resp["Response"]
+        if "ResponseRange" in body:
+            out.append("  " + fmt_range(body["ResponseRange"]))
+        elif "ResponsePut" in body:
+            out.append("  " + fmt_put(body["ResponsePut"]))
+        elif "ResponseDeleteRange" in body:
+            out.append("  " + fmt_del(body["ResponseDeleteRange"]))
+    return out
+
+
+def run_rangereq(etcd, words):
+    body = {}
+    for w in words[1:]:
+        k, v = w.split("=", 1)
+        if k == "key":
+            body["key"] = b64(v)
+        elif k == "end":
+            body["range_end"] = b64("\0" if v == "\\0" else v)
+        elif k in ("count_only", "keys_only"):
+            body[k] = v == "1"
+        elif k in ("min_mod", "max_mod", "min_create", "max_create"):
+            body[k + "_revision"] = int(v)
+        else:
+            body[k] = int(v)
+    r, err = etcd.gateway("/v3/kv/range", body)
+    return ["error: " + err if err else fmt_range(r)]
+
+
+def run_lease(etcd, words):
+    sub = words[1]
+    if sub == "grant":
+        res, err = etcd.ctl(["lease", "grant", words[2]])
+        if err:
+            return ["error: " + err]
+        r = json.loads(res)
+        LEASES.append(int(r["ID"]))
+        return ["id=L%d ttl=%d" % (len(LEASES), int(r["TTL"]))]
+    if sub == "revoke":
+        res, err = etcd.ctl(["lease", "revoke", "%x" % lease_id(words[2])])
+        if err and err.startswith("failed to revoke lease ("):
+            err = err[len("failed to revoke lease ("):-1]  # etcdctl's wrapping
+        return ["error: " + err if err else "rev=%d" % int(json.loads(res)["header"]["revision"])]
+    res, err = etcd.ctl(["lease", "timetolive", "%x" % lease_id(words[2]), "--keys"])
+    if err:
+        return ["error: " + err]
+    r = json.loads(res)
+    if int(r.get("ttl", 0)) == -1:
+        return ["error: etcdserver: requested lease not found"]
+    keys = sorted(unb64(k) for k in r.get("keys") or [])
+    return ["granted=%d keys=[%s]" % (int(r["granted-ttl"]), ",".join(keys))]
+
+
+def run_compact(etcd, words):
+    p = subprocess.run(["etcdctl", "--endpoints=127.0.0.1:%d" % etcd.port, "compact", words[1],
+                        "--physical"], capture_output=True, text=True, env=etcd.env, timeout=20)
+    if p.returncode != 0:
+        errs = [l[7:] for l in p.stderr.splitlines() if l.startswith("Error: ")]
+        return ["error: " + (errs[-1] if errs else p.stderr.strip())]
+    return ["ok"]
+
+
+def run_one(etcd, line, cur_rev):
+    """One command other than txn; returns its output lines."""
+    words = line.split()
+    cmd = words[0]
+    if cmd == "watch":
+        return run_watch(etcd, words, cur_rev)
+    if cmd == "rangereq":
+        return run_rangereq(etcd, words)
+    if cmd == "lease":
+        return run_lease(etcd, words)
+    if cmd == "compact":
+        return run_compact(etcd, words)
+    res, err = etcd.ctl(map_leases(words))
+    if err:
+        return ["error: " + err]
+    r = json.loads(res)
+    return [{"put": fmt_put, "get": fmt_range, "del": fmt_del}[cmd](r)]
+
+
+def read_only(line):
+    w = line.split()
+    return w[0] in ("get", "rangereq", "watch") or w[:2] == ["lease", "timetolive"]
+
+
 def run_etcd(etcd, lines):
+    """Runs the script in order; runs of consecutive read-only commands go to etcd concurrently
+    (they cannot affect each other), which keeps the comparison's time down."""
     out = []
     cur_rev = 1
     i = 0
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
     while i < len(lines):
         for l in out[-4:]:
             for w in l.split():
                 if w.startswith("rev="):
                     cur_rev = max(cur_rev, int(w[4:]))
+        if read_only(lines[i]):
+            j = i
+            while j < len(lines) and read_only(lines[j]):
+                j += 1
+            group = lines[i:j]
+            for line, res in zip(group, pool.map(lambda l: run_one(etcd, l, cur_rev), group)):
+                out.append("> " + line)
+                out.extend(res)
+            i = j
+            continue
         line = lines[i]
         i += 1
         out.append("> " + line)
-        words = line.split()
-        cmd = words[0]
-        if cmd == "txn":
+        if line.split()[0] == "txn":
             parts = [[], [], []]
             sec = 0
             while lines[i] != "end":
@@ -228,89 +338,10 @@ def run_etcd(etcd, lines):
                     out.append("  " + lines[i])
                 i += 1
             i += 1
-            conv = lambda l: " ".join(map_leases(l.split()))
-            # etcdctl reads compares, success ops, failure ops, each list ended by a blank line.
-            stdin = "\n".join(parts[0] + [""] + [conv(l) for l in parts[1]] + [""] +
-                              [conv(l) for l in parts[2]] + [""]) + "\n"
-            res, err = etcd.ctl(["txn"], stdin)
-            if err:
-                out.append("error: " + err)
-                continue
-            r = json.loads(res)
-            out.append("rev=%d succeeded=%d" % (int(r["header"]["revision"]),
-                                                1 if r.get("succeeded") else 0))
-            for resp in r.get("responses") or []:
-                body = resp["Response"]
-                if "ResponseRange" in body:
-                    out.append("  " + fmt_range(body["ResponseRange"]))
-                elif "ResponsePut" in body:
-                    out.append("  " + fmt_put(body["ResponsePut"]))
-                elif "ResponseDeleteRange" in body:
-                    out.append("  " + fmt_del(body["ResponseDeleteRange"]))
+            out.extend(run_txn(etcd, parts))
             continue
-        if cmd == "watch":
-            out.extend(run_watch(etcd, words, cur_rev))
-            continue
-        if cmd == "rangereq":
-            body = {}
-            for w in words[1:]:
-                k, v = w.split("=", 1)
-                if k == "key":
-                    body["key"] = b64(v)
-                elif k == "end":
-                    body["range_end"] = b64("\0" if v == "\\0" else v)
-                elif k in ("count_only", "keys_only"):
-                    body[k] = v == "1"
-                elif k in ("min_mod", "max_mod", "min_create", "max_create"):
-                    body[k + "_revision"] = int(v)
-                else:
-                    body[k] = int(v)
-            r, err = etcd.gateway("/v3/kv/range", body)
-            out.append("error: " + err if err else fmt_range(r))
-            continue
-        if cmd == "lease":
-            sub = words[1]
-            if sub == "grant":
-                res, err = etcd.ctl(["lease", "grant", words[2]])
-                if err:
-                    out.append("error: " + err)
-                    continue
-                r = json.loads(res)
-                LEASES.append(int(r["ID"]))
-                out.append("id=L%d ttl=%d" % (len(LEASES), int(r["TTL"])))
-            elif sub == "revoke":
-                res, err = etcd.ctl(["lease", "revoke", "%x" % lease_id(words[2])])
-                if err and err.startswith("failed to revoke lease ("):
-                    err = err[len("failed to revoke lease ("):-1]  # etcdctl's wrapping
-                out.append("error: " + err if err else "rev=%d" % int(json.loads(res)["header"]["revision"]))
-            elif sub == "timetolive":
-                res, err = etcd.ctl(["lease", "timetolive", "%x" % lease_id(words[2]), "--keys"])
-                if err:
-                    out.append("error: " + err)
-                    continue
-                r = json.loads(res)
-                if int(r.get("ttl", 0)) == -1:
-                    out.append("error: etcdserver: requested lease not found")
-                    continue
-                keys = sorted(unb64(k) for k in r.get("keys") or [])
-                out.append("granted=%d keys=[%s]" % (int(r["granted-ttl"]), ",".join(keys)))
-            continue
-        if cmd == "compact":
-            p = subprocess.run(["etcdctl", "--endpoints=127.0.0.1:%d" % etcd.port, "compact",
-                                words[1], "--physical"], capture_output=True, text=True,
-                               env=etcd.env, timeout=20)
-            if p.returncode != 0:
-                errs = [l[7:] for l in p.stderr.splitlines() if l.startswith("Error: ")]
-                out.append("error: " + (errs[-1] if errs else p.stderr.strip()))
-            else:
-                out.append("ok")
-            continue
-        res, err = etcd.ctl(map_leases(words))
-        if err:
-            out.append("error: " + err)
-            continue
-        r = json.loads(res)
-        out.append({"put": fmt_put, "get": fmt_range, "del": fmt_del}[cmd](r))
+        out.extend(run_one(etcd, line, cur_rev))
+    pool.shutdown()
     return out
 
 
@@ -324,17 +355,22 @@ def main():
         return 77
     lines = [l.rstrip("\n") for l in open(seq) if l.strip() and not l.startswith("#")]
     t0 = time.time()
+    # Our side runs meanwhile: it is independent of the reference.
     with tempfile.TemporaryDirectory(prefix="mvcc-script-", dir=SCRATCH) as d:
-        ours = subprocess.run([binary, seq, d], capture_output=True, text=True, timeout=30)
+        ours = subprocess.Popen([binary, seq, d], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        etcd = None
+        try:
+            etcd = Etcd()
+            theirs = run_etcd(etcd, lines)
+        finally:
+            if etcd:
+                etcd.stop()
+            mine_out, mine_err = ours.communicate(timeout=30)
     if ours.returncode != 0:
-        print("mvcc-script failed:", ours.stderr)
+        print("mvcc-script failed:", mine_err)
         return 1
-    etcd = Etcd()
-    try:
-        theirs = run_etcd(etcd, lines)
-    finally:
-        etcd.stop()
-    mine = ours.stdout.splitlines()
+    mine = mine_out.splitlines()
     diff = list(difflib.unified_diff(theirs, mine, "etcd", "mvcc", lineterm=""))
     print("%d commands, %d output lines, %.1f s" % (sum(1 for l in theirs if l.startswith("> ")),
                                                     len(theirs), time.time() - t0))
