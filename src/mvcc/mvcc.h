@@ -13,8 +13,10 @@
  * Threading: one thread (the server's loop) calls everything, except that reads may overlap a
  * defragmentation running in its own thread (see mvcc_defrag_begin).
  *
- * Write path: mvcc_batch_begin(index, term) → any number of write calls → mvcc_batch_commit.
- * The applied index is written in the same LMDB transaction as the data it covers. Write calls
+ * Write path: mvcc_batch_begin(index, term) → for each committed entry mvcc_batch_set_index
+ * (its index, term) and its write calls → mvcc_batch_commit. The applied index is written in the
+ * same LMDB transaction as the data it covers; per-entry indexes keep generated lease ids equal
+ * on every member however each batches its entries. Write calls
  * outside a batch fail with BATON_EINVAL. A write call that returns an error changed nothing
  * (etcd's request-level errors). If LMDB itself fails inside a batch, the batch is aborted and
  * the handle is poisoned (every later call returns BATON_ECLOSED): the caller must close and
@@ -46,9 +48,10 @@
  *   MVCC_ETOOMANYOPS          "etcdserver: too many operations in txn request"
  * Others: BATON_ETOOBIG (a bound: more than 8.4 million changes in one revision, e.g. one
  * DeleteRange of more keys, or the 2^40th revision; see internal.h), BATON_EINVAL (misuse),
- * BATON_ENOMEM, BATON_ECORRUPT (bad data file; the open error
- * text names the path), BATON_EBUSY (a defragmentation is switching files), BATON_ECLOSED
- * (poisoned handle), -errno from the system.
+ * BATON_ENOMEM, BATON_ECORRUPT (bad data file; the open error text names the path),
+ * BATON_EBUSY (writes while a defragmentation runs, or a compaction step inside a batch),
+ * BATON_ENOTLEADER (leader-only lease calls on a follower), BATON_ECLOSED (poisoned handle),
+ * -errno from the system.
  */
 #ifndef BATON_MVCC_H
 #define BATON_MVCC_H

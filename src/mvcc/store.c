@@ -544,13 +544,18 @@ static int kv_to_arena(struct arena *a, struct mvcc_bytes packed, bool keys_only
         if (!(p = arena_alloc(a, n ? n : 1)))
             return BATON_ENOMEM;
         kv_encode(&f, p);
+        BATON_ASSERT(kv_decode(p, n, &f) == 0);
     } else {
         n = packed.len;
         if (!(p = arena_alloc(a, n ? n : 1)))
             return BATON_ENOMEM;
         memcpy(p, packed.p, n);
+        /* Same bytes: move the views into the copy instead of decoding again. */
+        if (f.key.len)
+            f.key.p = p + (f.key.p - packed.p);
+        if (f.value.len)
+            f.value.p = p + (f.value.p - packed.p);
     }
-    BATON_ASSERT(kv_decode(p, n, &f) == 0);
     out->packed = p;
     out->packed_len = n;
     out->key = f.key;

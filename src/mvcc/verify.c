@@ -254,6 +254,8 @@ static int pick_meta(struct vctx *v, uint8_t *meta_out)
 {
     uint8_t hdr[PHDR + 136];
     ssize_t n = pread(v->fd, hdr, sizeof(hdr), 0);
+    if (n < 0)
+        return -errno;
     if (n != (ssize_t)sizeof(hdr))
         return bad(v, 0, "file shorter than a meta page");
     v->psize = rd32(hdr + META_OFF + 24); /* mm_dbs[FREE].md_pad */

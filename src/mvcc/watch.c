@@ -185,13 +185,48 @@ static size_t deliver(struct mvcc_store *s, struct watcher *w, const struct mvcc
     return n;
 }
 
+/* Orders event indexes by key, then by position (revision order) for equal keys. */
+static int ev_key_cmp(const void *pa, const void *pb, void *ctx)
+{
+    const struct pev *ev = ctx;
+    uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
+    int c = key_cmp(ev[a].key.p, ev[a].key.len, ev[b].key.p, ev[b].key.len);
+    return c ? c : (a > b) - (a < b);
+}
+
+static int u32_cmp(const void *pa, const void *pb)
+{
+    uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
+    return (a > b) - (a < b);
+}
+
+/* First position in the key-sorted order whose key is >= k. */
+static size_t ev_lower(const struct pev *ev, const uint32_t *order, size_t n, struct mvcc_bytes k)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const struct pev *e = &ev[order[mid]];
+        if (key_cmp(e->key.p, e->key.len, k.p, k.len) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Fan-out at commit. The batch's events are sorted by key once; each synced watcher then finds
+ * its events with a binary search and a walk over its own range, so the cost is
+ * O(E log E + W log E + matches) rather than O(W × E). */
 void watch_deliver_batch(struct mvcc_store *s)
 {
     if (s->nev == 0 || s->nw == 0)
         return;
-    struct mvcc_event *evs = malloc(s->nev * sizeof(*evs));
-    int64_t *revs = malloc(s->nev * sizeof(*revs));
-    if (!evs || !revs) {
+    size_t nev = s->nev;
+    struct mvcc_event *evs = malloc(nev * sizeof(*evs));
+    int64_t *revs = malloc(nev * sizeof(*revs));
+    uint32_t *order = malloc(nev * sizeof(*order)), *mine = malloc(nev * sizeof(*mine));
+    if (!evs || !revs || !order || !mine || nev > UINT32_MAX) {
         /* Cannot fan out now: every synced watcher catches up from LMDB instead. */
         for (size_t i = 0; i < s->nw; i++) {
             if (s->w[i]->synced) {
@@ -199,19 +234,29 @@ void watch_deliver_batch(struct mvcc_store *s)
                 s->w[i]->next_rev = rev_main(s->ev[0].rev);
             }
         }
-        free(evs);
-        free(revs);
-        return;
+        goto out;
     }
+    for (size_t j = 0; j < nev; j++)
+        order[j] = (uint32_t)j;
+    qsort_r(order, nev, sizeof(*order), ev_key_cmp, s->ev);
     for (size_t i = 0; i < s->nw; i++) {
         struct watcher *w = s->w[i];
         if (!w->synced)
             continue;
-        size_t n = 0;
-        for (size_t j = 0; j < s->nev; j++) {
-            const struct pev *e = &s->ev[j];
-            if (rev_main(e->rev) < w->min_rev || !watcher_wants(w, e->key, rev_tomb(e->rev)))
+        size_t m = 0;
+        for (size_t p = ev_lower(s->ev, order, nev, w->key); p < nev; p++) {
+            const struct pev *e = &s->ev[order[p]];
+            if (!key_in_range(w->key, w->end, e->key.p, e->key.len))
+                break;
+            if (rev_main(e->rev) < w->min_rev || (rev_tomb(e->rev) ? w->no_delete : w->no_put))
                 continue;
+            mine[m++] = order[p];
+        }
+        if (m == 0)
+            continue;
+        qsort(mine, m, sizeof(*mine), u32_cmp); /* back to revision order */
+        for (size_t n = 0; n < m; n++) {
+            const struct pev *e = &s->ev[mine[n]];
             evs[n] = (struct mvcc_event){
                 .type = rev_tomb(e->rev) ? MVCC_EVENT_DELETE : MVCC_EVENT_PUT,
                 .kv = e->kv.p,
@@ -219,16 +264,19 @@ void watch_deliver_batch(struct mvcc_store *s)
                 .prev_kv = w->prev_kv && e->prev.p ? e->prev.p : NULL,
                 .prev_kv_len = w->prev_kv && e->prev.p ? e->prev.len : 0,
             };
-            revs[n++] = rev_main(e->rev);
+            revs[n] = rev_main(e->rev);
         }
-        size_t taken = deliver(s, w, evs, revs, n, s->rev);
-        if (taken < n) {
+        size_t taken = deliver(s, w, evs, revs, m, s->rev);
+        if (taken < m) {
             w->synced = false;
             w->next_rev = revs[taken];
         }
     }
+out:
     free(evs);
     free(revs);
+    free(order);
+    free(mine);
 }
 
 /* One catch-up pass for w: reads at most *budget records from next_rev on. */

@@ -1,6 +1,6 @@
 /* Unit tests for mvcc/: revisions, ranges, txns, compaction, leases, watch, hash, quota, defrag,
- * reopen. Expected values follow etcd 3.4's behaviour (see tests/unit/mvcc/etcd_compare.sh for
- * the same sequences checked against a real etcd). */
+ * reopen. Expected values follow etcd 3.4's behaviour (see etcd_compare.py and etcd_sequence.txt
+ * for the same sequences checked against a real etcd). */
 #include "mvcc/mvcc.h"
 #include "test.h"
 
@@ -1162,4 +1162,155 @@ TEST(killed_writer_reopens_consistent)
         mvcc_close(s);
         arena_free(&A);
     }
+}
+
+/* A truncated data file and a path that is a directory: errors naming the path. */
+TEST(truncated_file_and_directory_path)
+{
+    struct mvcc_store *s = open_store();
+    char k[32];
+    begin(s);
+    for (int i = 0; i < 2000; i++) {
+        snprintf(k, sizeof(k), "key%05d", i);
+        struct mvcc_put_req r = {.key = B(k), .value = B("some value bytes")};
+        struct mvcc_put_resp resp;
+        CHECK_OK(mvcc_put(s, &r, &A, &resp));
+    }
+    CHECK_OK(mvcc_batch_commit(s));
+    mvcc_close(s);
+    arena_free(&A);
+    FILE *f = fopen(g_path, "r+b");
+    CHECK(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    CHECK_OK(truncate(g_path, size / 2));
+    struct mvcc_config cfg;
+    mvcc_config_default(&cfg);
+    cfg.path = g_path;
+    char err[600] = "";
+    CHECK_EQ(mvcc_open(&cfg, &s, err, sizeof(err)), BATON_ECORRUPT);
+    CHECK(strstr(err, g_path) != NULL);
+    test_log("%s", err);
+    cfg.path = test_tmpdir();
+    err[0] = 0;
+    CHECK_NE(mvcc_open(&cfg, &s, err, sizeof(err)), 0);
+    CHECK(strstr(err, test_tmpdir()) != NULL);
+    test_log("%s", err);
+}
+
+/* Many synced watchers (single keys, prefixes, open ranges, filters) over random batches: each
+ * gets exactly the events a brute-force filter of the history gives, in revision order. */
+struct rec_sink {
+    char keys[600][8];
+    int64_t revs[600];
+    int types[600];
+    size_t n;
+};
+static int rec_fn(void *ctx, const struct mvcc_watch_batch *b)
+{
+    struct rec_sink *k = ctx;
+    for (size_t i = 0; i < b->events_len && k->n < 600; i++) {
+        const uint8_t *p = b->events[i].kv;
+        size_t len = b->events[i].kv_len, off = 0;
+        memset(k->keys[k->n], 0, 8);
+        while (off < len) {
+            uint64_t tag, v;
+            off += varint_get(p + off, len - off, &tag);
+            off += varint_get(p + off, len - off, &v);
+            if ((tag & 7) == 2) {
+                if ((tag >> 3) == 1)
+                    memcpy(k->keys[k->n], p + off, v < 7 ? v : 7);
+                off += v;
+            } else if ((tag >> 3) == 3) {
+                k->revs[k->n] = (int64_t)v;
+            }
+        }
+        k->types[k->n++] = b->events[i].type;
+    }
+    return 0;
+}
+
+TEST(watch_fanout_matches_brute_force)
+{
+    struct mvcc_store *s = open_store();
+    enum { NW = 120, NOPS = 400 };
+    static struct rec_sink sinks[NW];
+    static char wk[NW][8], we[NW][8];
+    static struct mvcc_watch_req reqs[NW];
+    memset(sinks, 0, sizeof(sinks));
+    struct prng rng;
+    prng_seed(&rng, 11);
+    for (int i = 0; i < NW; i++) {
+        struct mvcc_watch_req *r = &reqs[i];
+        memset(r, 0, sizeof(*r));
+        int kind = (int)prng_below(&rng, 4);
+        snprintf(wk[i], sizeof(wk[i]), "%c%c", 'a' + (int)prng_below(&rng, 4),
+                 '0' + (int)prng_below(&rng, 5));
+        r->key = B(wk[i]);
+        if (kind == 1) { /* prefix of one letter */
+            wk[i][1] = 0;
+            r->key = B(wk[i]);
+            snprintf(we[i], sizeof(we[i]), "%c", wk[i][0] + 1);
+            r->range_end = B(we[i]);
+        } else if (kind == 2) { /* open range */
+            r->range_end = (struct mvcc_bytes){(const uint8_t *)"", 1};
+        }
+        r->no_put = prng_chance(&rng, 100000);
+        r->no_delete = !r->no_put && prng_chance(&rng, 100000);
+        int64_t id, c;
+        CHECK_OK(mvcc_watch_create(s, r, rec_fn, &sinks[i], &id, &c));
+    }
+    static char hk[NOPS][8];
+    static int64_t hrev[NOPS];
+    static int htype[NOPS];
+    int nh = 0;
+    char k[8];
+    for (int b = 0; b < 40; b++) {
+        begin(s);
+        for (int j = 0; j < 10 && nh < NOPS; j++) {
+            snprintf(k, sizeof(k), "%c%c", 'a' + (int)prng_below(&rng, 5),
+                     '0' + (int)prng_below(&rng, 5));
+            if (prng_chance(&rng, 250000)) {
+                struct mvcc_delete_req r = {.key = B(k)};
+                struct mvcc_delete_resp resp;
+                CHECK_OK(mvcc_delete_range(s, &r, &A, &resp));
+                if (resp.deleted == 0)
+                    continue;
+                htype[nh] = MVCC_EVENT_DELETE;
+            } else {
+                struct mvcc_put_req r = {.key = B(k), .value = B("v")};
+                struct mvcc_put_resp resp;
+                CHECK_OK(mvcc_put(s, &r, &A, &resp));
+                htype[nh] = MVCC_EVENT_PUT;
+            }
+            memcpy(hk[nh], k, 8);
+            hrev[nh++] = mvcc_rev(s);
+        }
+        CHECK_OK(mvcc_batch_commit(s));
+        arena_reset(&A);
+    }
+    for (int i = 0; i < NW; i++) {
+        size_t n = 0;
+        for (int h = 0; h < nh; h++) {
+            const struct mvcc_watch_req *r = &reqs[i];
+            bool in;
+            if (r->range_end.len == 0)
+                in = strcmp(hk[h], wk[i]) == 0;
+            else if (r->range_end.len == 1 && r->range_end.p[0] == 0)
+                in = strcmp(hk[h], wk[i]) >= 0;
+            else
+                in = strcmp(hk[h], wk[i]) >= 0 && strcmp(hk[h], we[i]) < 0;
+            if (!in || (htype[h] == MVCC_EVENT_PUT ? r->no_put : r->no_delete))
+                continue;
+            CHECK_LT(n, sinks[i].n);
+            CHECK_STR(sinks[i].keys[n], hk[h]);
+            CHECK_EQ(sinks[i].revs[n], hrev[h]);
+            CHECK_EQ(sinks[i].types[n], htype[h]);
+            n++;
+        }
+        CHECK_EQ(n, sinks[i].n);
+    }
+    mvcc_close(s);
+    arena_free(&A);
 }

@@ -12,6 +12,8 @@
  *   txn / compare lines (etcdctl syntax) / -- / success ops / -- / failure ops / end
  *   compact REV
  *   lease grant TTL | lease revoke Ln | lease timetolive Ln
+ *   watch KEY [END] [--prefix] [--from-key] [--rev=N] [--prev-kv] [--no-put] [--no-delete]
+ *       (history from --rev up to now; prints each event, then the count or compacted=N)
  *   # comment
  * Usage: mvcc-script SCRIPT DIR (the store is created in DIR, which must exist).
  */
@@ -394,6 +396,130 @@ static void run_txn(void)
     }
 }
 
+/* Watch events gathered by the callback, printed after the catch-up. */
+struct wsink {
+    int events;
+    int64_t compacted;
+};
+
+static void print_packed(const uint8_t *p, size_t len)
+{
+    struct mvcc_kv kv;
+    struct arena a;
+    arena_init(&a, 4096);
+    struct mvcc_range_resp dummy;
+    (void)dummy;
+    /* Decode with the same printer as ranges: fields of the packed KeyValue. */
+    memset(&kv, 0, sizeof(kv));
+    size_t off = 0;
+    while (off < len) {
+        uint64_t tag, v;
+        off += varint_get(p + off, len - off, &tag);
+        off += varint_get(p + off, len - off, &v);
+        switch (tag >> 3) {
+        case 1:
+            kv.key = (struct mvcc_bytes){p + off, (size_t)v};
+            off += v;
+            break;
+        case 5:
+            kv.value = (struct mvcc_bytes){p + off, (size_t)v};
+            off += v;
+            break;
+        case 2:
+            kv.create_revision = (int64_t)v;
+            break;
+        case 3:
+            kv.mod_revision = (int64_t)v;
+            break;
+        case 4:
+            kv.version = (int64_t)v;
+            break;
+        case 6:
+            kv.lease = (int64_t)v;
+            break;
+        }
+    }
+    print_kv(&kv);
+    arena_free(&a);
+}
+
+static int watch_cb(void *ctx, const struct mvcc_watch_batch *b)
+{
+    struct wsink *w = ctx;
+    if (b->compact_revision) {
+        w->compacted = b->compact_revision;
+        return 0;
+    }
+    for (size_t i = 0; i < b->events_len; i++) {
+        const struct mvcc_event *e = &b->events[i];
+        printf("  %s ", e->type == MVCC_EVENT_PUT ? "PUT" : "DELETE");
+        print_packed(e->kv, e->kv_len);
+        if (e->prev_kv) {
+            printf(" prev=");
+            print_packed(e->prev_kv, e->prev_kv_len);
+        }
+        printf("\n");
+        w->events++;
+    }
+    return 0;
+}
+
+static void run_watch(char **tok, int n)
+{
+    struct mvcc_watch_req r = {0};
+    const char *key = NULL, *end = NULL, *v;
+    bool prefix = false, from = false;
+    for (int i = 1; i < n; i++) {
+        if (strcmp(tok[i], "--prefix") == 0)
+            prefix = true;
+        else if (strcmp(tok[i], "--from-key") == 0)
+            from = true;
+        else if (strcmp(tok[i], "--prev-kv") == 0)
+            r.prev_kv = true;
+        else if (strcmp(tok[i], "--no-put") == 0)
+            r.no_put = true;
+        else if (strcmp(tok[i], "--no-delete") == 0)
+            r.no_delete = true;
+        else if ((v = flag_val(tok[i], "--rev")))
+            r.start_revision = atoll(v);
+        else if (!key)
+            key = tok[i];
+        else
+            end = tok[i];
+    }
+    if (!key) {
+        printf("bad command\n");
+        return;
+    }
+    r.key = bytes_of(key);
+    if (end)
+        r.range_end = bytes_of(end);
+    if (prefix)
+        r.range_end = prefix_end(key, scratch());
+    if (from)
+        r.range_end = NUL_END;
+    struct wsink w = {0};
+    int64_t id, crev = 0;
+    int rc = mvcc_watch_create(S, &r, watch_cb, &w, &id, &crev);
+    if (rc == BATON_ECOMPACTED) {
+        printf("compacted=%lld\n", (long long)crev);
+        return;
+    }
+    if (rc) {
+        print_err(rc);
+        return;
+    }
+    bool pending = true;
+    while (pending && w.compacted == 0)
+        if (mvcc_watch_step(S, 2, &pending) != 0)
+            break;
+    if (w.compacted)
+        printf("compacted=%lld\n", (long long)w.compacted);
+    else
+        printf("events=%d\n", w.events);
+    mvcc_watch_cancel(S, id);
+}
+
 static void run_line(char *line)
 {
     char *tok[TOK_MAX];
@@ -435,6 +561,8 @@ static void run_line(char *line)
             print_err(rc);
         else
             print_del(&resp);
+    } else if (strcmp(tok[0], "watch") == 0) {
+        run_watch(tok, n);
     } else if (strcmp(tok[0], "compact") == 0 && n == 2) {
         begin();
         rc = mvcc_compact(S, atoll(tok[1]));
