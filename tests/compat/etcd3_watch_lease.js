@@ -5,8 +5,8 @@
 //    the prefix w/. 2,000 puts (20 rounds over 100 keys; w/k99 is watched only by the prefix
 //    watchers) are then made. Every watcher must see exactly the events for its keys, each
 //    once, in revision order, with the revision and value of the put that made it.
-//  - 1,000 leases (TTL 5 s) kept alive by the client, each with a key attached, for at least
-//    4 TTLs (covering the whole watch phase). No lease may be lost or fail a keep-alive; at
+//  - 1,000 leases (TTL 10 s) kept alive by the client, each with a key attached, for at least
+//    3 TTLs (covering the whole watch phase). No lease may be lost or fail a keep-alive; at
 //    the end every lease has time to live left and every attached key still exists.
 // Bounded: every wait has a deadline; the whole run is capped by TOTAL_MS.
 'use strict';
@@ -18,8 +18,8 @@ const PREFIX_WATCHERS = 10;
 const KEYS = 100;
 const ROUNDS = 20;
 const LEASES = 1000;
-const LEASE_TTL_S = 5;
-const KEEPALIVE_MIN_MS = 4 * LEASE_TTL_S * 1000;
+const LEASE_TTL_S = 10;
+const KEEPALIVE_MIN_MS = 3 * LEASE_TTL_S * 1000;
 const TOTAL_MS = 150 * 1000;
 
 const t0 = Date.now();
@@ -87,7 +87,7 @@ async function main() {
     // --- leases ---------------------------------------------------------------------------
     const leases = [];
     let lost = 0, kaFailed = 0, kaSucceeded = 0;
-    await pool([...Array(LEASES).keys()], 50, async i => {
+    await pool([...Array(LEASES).keys()], 200, async i => {
         const lease = client.lease(LEASE_TTL_S);
         lease.on('lost', err => { lost++; fail(`lease ${i} lost: ${err}`); });
         lease.on('keepaliveFailed', err => { kaFailed++; fail(`lease ${i} keep-alive failed: ${err}`); });
@@ -104,7 +104,7 @@ async function main() {
     const putRev = new Map(); // "key=value" -> revision
     const allRevs = [];
     for (let r = 0; r < ROUNDS; r++) {
-        await pool([...Array(KEYS).keys()], 32, async j => {
+        await pool([...Array(KEYS).keys()], KEYS, async j => {
             const res = await client.put(keyName(j)).value(String(r)).exec();
             const rev = Number(res.header.revision);
             putRev.set(`${keyName(j)}=${r}`, rev);
@@ -145,7 +145,7 @@ async function main() {
     }
     log(`${delivered} events delivered to ${watchers.length} watchers, checked`);
 
-    // --- leases: keep them alive for at least 4 TTLs, then check --------------------------
+    // --- leases: keep them alive for at least 3 TTLs, then check --------------------------
     const wait = KEEPALIVE_MIN_MS - (Date.now() - leasesAt);
     if (wait > 0) {
         log(`keeping leases alive ${Math.ceil(wait / 1000)}s more (to ${KEEPALIVE_MIN_MS / 1000}s)`);

@@ -391,6 +391,7 @@ c alarm disarm
 c defrag
 c defrag --cluster
 c snapshot save "$W/snap.db"
+c1 snapshot save "$W/snap.db"
 check "snapshot file is non-empty" "$([ -s "$W/snap.db" ] && echo yes || echo no)"
 c get foo1 -w json
 c put final done -w json
