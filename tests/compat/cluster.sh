@@ -192,8 +192,8 @@ cmd_up() {
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     [ -z "$(ls -A "$dir")" ] || die "$dir is not empty"
-    local attempt i rc
-    for attempt in 1 2 3; do
+    local i rc
+    for _ in 1 2 3; do
         {
             echo "CLUSTER_SIZE=$n"
             echo "CLUSTER_SERVER=$server"
@@ -222,8 +222,9 @@ cmd_up() {
         fi
         # Tear down what we started before retrying (or giving up).
         for i in $(seq 1 "$n"); do kill_member "$dir" "$i"; done
-        [ $rc = 2 ] || break # not a start failure: ports are not the problem
-        echo "cluster.sh: retrying with new ports (attempt $attempt)" >&2
+        # Retry only when a member exited because one of its ports was taken meanwhile.
+        [ $rc = 2 ] && cat "$dir"/m*.log 2>/dev/null | grep -qi 'address already in use' || break
+        echo "cluster.sh: a port was taken meanwhile; retrying with new ports" >&2
         find "$dir" -mindepth 1 -maxdepth 1 -name '*.data' -exec rm -rf {} +
     done
     die "could not start $n members of $server in $dir"
