@@ -25,7 +25,8 @@
 # (comma-separated host:port of every client URL), and for each member I: CLUSTER_NAME_I,
 # CLUSTER_CLIENT_PORT_I, CLUSTER_PEER_PORT_I, CLUSTER_METRICS_PORT_I.
 #
-# Environment: CLUSTER_OWNER_PID (the process whose death stops the cluster; default: the
+# Environment: CLUSTER_HEARTBEAT_MS and CLUSTER_ELECTION_MS (default 100 and 1000, etcd's),
+# CLUSTER_OWNER_PID (the process whose death stops the cluster; default: the
 # caller of `up`), CLUSTER_UP_TIMEOUT (seconds to become healthy, default 30), CLUSTER_EXTRA_FLAGS
 # (appended to every member's command line), ETCDCTL (default etcdctl).
 set -euo pipefail
@@ -84,7 +85,8 @@ member_cmd() {
         --listen-metrics-urls "http://127.0.0.1:${!mp_var}" \
         --initial-cluster "$initial" --initial-cluster-state "$state" \
         --initial-cluster-token "$(basename "$dir")" \
-        --heartbeat-interval 100 --election-timeout 1000 ${CLUSTER_EXTRA_FLAGS:-}
+        --heartbeat-interval "$CLUSTER_HEARTBEAT_MS" --election-timeout "$CLUSTER_ELECTION_MS" \
+        ${CLUSTER_EXTRA_FLAGS:-}
 }
 
 start_member() {
@@ -197,6 +199,8 @@ cmd_up() {
         {
             echo "CLUSTER_SIZE=$n"
             echo "CLUSTER_SERVER=$server"
+            echo "CLUSTER_HEARTBEAT_MS=${CLUSTER_HEARTBEAT_MS:-100}"
+            echo "CLUSTER_ELECTION_MS=${CLUSTER_ELECTION_MS:-1000}"
             local eps=""
             for i in $(seq 1 "$n"); do
                 local cp pp mp

@@ -12,6 +12,11 @@
 #       otherwise print a unified diff of the normalised transcripts and exit 1.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# Twice etcd's default heartbeat and election timeout, for both sides: on a loaded machine a
+# spurious election in the middle of the scenario would fail a command ("leader changed")
+# and read as a difference. (It also sets the minimum lease TTL both servers must grant.)
+export CLUSTER_HEARTBEAT_MS=${CLUSTER_HEARTBEAT_MS:-200}
+export CLUSTER_ELECTION_MS=${CLUSTER_ELECTION_MS:-2000}
 
 die() {
     echo "compare.sh: $*" >&2
