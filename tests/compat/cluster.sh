@@ -64,6 +64,16 @@ is_ours() {
         tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/"
 }
 
+# True while member PID may still become or be our server: ours by is_ours, or our own child
+# that has not exec'ed the server yet (under load that can take a while after the fork).
+member_alive() {
+    local pid=$1 dir=$2 ppid
+    is_ours "$pid" "$dir" && return 0
+    [ -r "/proc/$pid/stat" ] || return 1
+    ppid=$(sed 's/^.*) [A-Za-z] \([0-9]*\) .*$/\1/' "/proc/$pid/stat" 2>/dev/null)
+    [ "$ppid" = "$$" ]
+}
+
 member_cmd() {
     local dir=$1 i=$2 state=$3
     # shellcheck disable=SC1091
@@ -119,7 +129,7 @@ wait_healthy() {
         for i in $(seq 1 "$CLUSTER_SIZE"); do
             [ -f "$dir/m$i.pid" ] || continue
             pid=$(cat "$dir/m$i.pid")
-            if ! is_ours "$pid" "$dir"; then
+            if ! member_alive "$pid" "$dir"; then
                 echo "cluster.sh: member $i (pid $pid) exited; last log lines:" >&2
                 tail -n 15 "$dir/m$i.log" >&2 || true
                 return 2
@@ -147,15 +157,15 @@ kill_member() {
     local pid n
     [ -f "$dir/m$i.pid" ] || return 0
     pid=$(cat "$dir/m$i.pid")
-    if is_ours "$pid" "$dir"; then
+    if member_alive "$pid" "$dir"; then
         kill "-$sig" "$pid" 2>/dev/null || true
         # Bounded wait for the process to go away (5 s, then KILL, then 5 s more).
         for n in $(seq 1 100); do
-            is_ours "$pid" "$dir" || break
+            member_alive "$pid" "$dir" || break
             [ "$n" = 50 ] && kill -KILL "$pid" 2>/dev/null || true
             sleep 0.1
         done
-        is_ours "$pid" "$dir" && echo "cluster.sh: pid $pid did not exit" >&2
+        member_alive "$pid" "$dir" && echo "cluster.sh: pid $pid did not exit" >&2
     fi
     rm -f "$dir/m$i.pid"
 }
