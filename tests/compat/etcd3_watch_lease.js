@@ -6,8 +6,9 @@
 //    watchers) are then made. Every watcher must see exactly the events for its keys, each
 //    once, in revision order, with the revision and value of the put that made it.
 //  - 1,000 leases (TTL 10 s) kept alive by the client, each with a key attached, for at least
-//    3 TTLs (covering the whole watch phase). No lease may be lost or fail a keep-alive; at
-//    the end every lease has time to live left and every attached key still exists.
+//    3 TTLs (granted first, so the keep-alives run through the whole watch phase). No lease
+//    may be lost or fail a keep-alive; at the end every lease has time to live left and every
+//    attached key still exists.
 // Bounded: every wait has a deadline; the whole run is capped by TOTAL_MS.
 'use strict';
 
@@ -66,6 +67,20 @@ async function main() {
         process.exit(1);
     }, TOTAL_MS);
 
+    // --- leases ---------------------------------------------------------------------------
+    const leases = [];
+    let lost = 0, kaFailed = 0, kaSucceeded = 0;
+    await pool([...Array(LEASES).keys()], 200, async i => {
+        const lease = client.lease(LEASE_TTL_S);
+        lease.on('lost', err => { lost++; fail(`lease ${i} lost: ${err}`); });
+        lease.on('keepaliveFailed', err => { kaFailed++; fail(`lease ${i} keep-alive failed: ${err}`); });
+        lease.on('keepaliveSucceeded', () => kaSucceeded++);
+        await lease.put(`l/${i}`).value(`v${i}`);
+        leases.push({ i, lease, id: await lease.grant() });
+    });
+    const leasesAt = Date.now();
+    log(`${leases.length} leases granted (TTL ${LEASE_TTL_S}s), each with a key, kept alive`);
+
     // --- watchers -------------------------------------------------------------------------
     const watchers = [];
     const specs = [];
@@ -83,20 +98,6 @@ async function main() {
         watchers[i] = rec;
     });
     log(`${watchers.length} watchers created`);
-
-    // --- leases ---------------------------------------------------------------------------
-    const leases = [];
-    let lost = 0, kaFailed = 0, kaSucceeded = 0;
-    await pool([...Array(LEASES).keys()], 200, async i => {
-        const lease = client.lease(LEASE_TTL_S);
-        lease.on('lost', err => { lost++; fail(`lease ${i} lost: ${err}`); });
-        lease.on('keepaliveFailed', err => { kaFailed++; fail(`lease ${i} keep-alive failed: ${err}`); });
-        lease.on('keepaliveSucceeded', () => kaSucceeded++);
-        await lease.put(`l/${i}`).value(`v${i}`);
-        leases.push({ i, lease, id: await lease.grant() });
-    });
-    const leasesAt = Date.now();
-    log(`${leases.length} leases granted (TTL ${LEASE_TTL_S}s), each with a key, kept alive`);
 
     // --- writes ---------------------------------------------------------------------------
     // Round r writes value r to every key; a round completes before the next starts, so the
