@@ -5,8 +5,8 @@
 //    the prefix w/. 2,000 puts (20 rounds over 100 keys; w/k99 is watched only by the prefix
 //    watchers) are then made. Every watcher must see exactly the events for its keys, each
 //    once, in revision order, with the revision and value of the put that made it.
-//  - 1,000 leases (TTL 10 s) kept alive by the client, each with a key attached, for at least
-//    3 TTLs (granted first, so the keep-alives run through the whole watch phase). No lease
+//  - 1,000 leases (TTL 15 s) kept alive by the client, each with a key attached, for at least
+//    2 TTLs (granted first, so the keep-alives run through the whole watch phase). No lease
 //    may be lost or fail a keep-alive; at the end every lease has time to live left and every
 //    attached key still exists.
 // Bounded: every wait has a deadline; the whole run is capped by TOTAL_MS.
@@ -19,8 +19,8 @@ const PREFIX_WATCHERS = 10;
 const KEYS = 100;
 const ROUNDS = 20;
 const LEASES = 1000;
-const LEASE_TTL_S = 10;
-const KEEPALIVE_MIN_MS = 3 * LEASE_TTL_S * 1000;
+const LEASE_TTL_S = 15;
+const KEEPALIVE_MIN_MS = 2 * LEASE_TTL_S * 1000;
 const TOTAL_MS = 150 * 1000;
 
 const t0 = Date.now();
@@ -70,7 +70,7 @@ async function main() {
     // --- leases ---------------------------------------------------------------------------
     const leases = [];
     let lost = 0, kaFailed = 0, kaSucceeded = 0;
-    await pool([...Array(LEASES).keys()], 200, async i => {
+    await pool([...Array(LEASES).keys()], 100, async i => {
         const lease = client.lease(LEASE_TTL_S);
         lease.on('lost', err => { lost++; fail(`lease ${i} lost: ${err}`); });
         lease.on('keepaliveFailed', err => { kaFailed++; fail(`lease ${i} keep-alive failed: ${err}`); });
@@ -146,7 +146,7 @@ async function main() {
     }
     log(`${delivered} events delivered to ${watchers.length} watchers, checked`);
 
-    // --- leases: keep them alive for at least 3 TTLs, then check --------------------------
+    // --- leases: keep them alive for at least 2 TTLs, then check --------------------------
     const wait = KEEPALIVE_MIN_MS - (Date.now() - leasesAt);
     if (wait > 0) {
         log(`keeping leases alive ${Math.ceil(wait / 1000)}s more (to ${KEEPALIVE_MIN_MS / 1000}s)`);

@@ -160,12 +160,18 @@ cw() {
     bg_stop cw
 }
 
-# cblock SECS ARGS...: a command that must still be blocked (print nothing) after SECS.
+# cblock PREFIX COUNT ARGS...: a contender (lock, elect) that must stay blocked: recorded once
+# the server holds COUNT keys under PREFIX (the holder's and its own), i.e. it is waiting.
 cblock() {
-    local secs=$1
-    shift
+    local prefix=$1 count=$2
+    shift 2
     bg_start cb "$@"
-    sleep "$secs"
+    for _ in $(seq 1 100); do
+        [ "$("$ETCDCTL" --endpoints="$EP" get "$prefix" --prefix --keys-only 2>/dev/null |
+            grep -c .)" -ge "$count" ] && break
+        sleep 0.1
+    done
+    sleep 0.5
     bg_stop cb
 }
 
@@ -327,7 +333,7 @@ c get l/ --prefix -w json
 bg_start e1 elect e1 p1
 bg_wait e1 '^p1$' 1
 cw '^p1$' 1 elect -l e1
-cblock 1 elect e1 p2
+cblock e1/ 2 elect e1 p2
 c get e1/ --prefix --print-value-only
 bg_stop e1
 c get e1/ --prefix
@@ -336,7 +342,7 @@ c get e1/ --prefix
 c lock lk1 -- sh -c 'echo held; test -n "$ETCD_LOCK_KEY" && echo key-set; echo rev=$ETCD_LOCK_REV'
 bg_start lk lock lk1
 bg_wait lk '^lk1/' 1
-cblock 1 lock lk1 -- echo should-not-run
+cblock lk1/ 2 lock lk1 -- echo should-not-run
 bg_stop lk
 c lock lk1 -- echo acquired-after-release
 c get lk1/ --prefix
