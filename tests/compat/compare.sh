@@ -28,8 +28,14 @@ cmd_diff() {
     for side in "$ref" "$sub"; do
         [ -s "$side/transcript" ] || die "no transcript in $side"
         [ -f "$side/map" ] || die "no map in $side"
-        "$HERE/normalise.pl" "$side/map" "$side/transcript" >"$side/normalised" ||
+        # Reuse a normalised copy that is newer than its inputs and the normaliser.
+        if [ "$side/normalised" -nt "$side/transcript" ] && [ "$side/normalised" -nt "$side/map" ] &&
+            [ "$side/normalised" -nt "$HERE/normalise.pl" ]; then
+            continue
+        fi
+        "$HERE/normalise.pl" "$side/map" "$side/transcript" >"$side/normalised.tmp" ||
             die "normalise.pl failed on $side"
+        mv "$side/normalised.tmp" "$side/normalised"
     done
     local nref nsub
     nref=$(grep -c '^=== \[[0-9]' "$ref/normalised" || true)
