@@ -43,7 +43,8 @@ W=$OUT/work
 mkdir -p "$W"
 : >"$T"
 BG_PIDS=()
-trap 'for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done' EXIT
+# Background commands run under `timeout`; TERM makes timeout stop its etcdctl too.
+trap 'for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done' EXIT
 
 # The map: ports and paths chosen by the harness, replaced by stable names.
 {
