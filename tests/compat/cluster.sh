@@ -19,7 +19,7 @@
 #   cluster.sh run SERVER N -- CMD...
 #                                  up in a fresh temp dir, export CLUSTER_DIR and the variables
 #                                  of cluster.env, run CMD, always down (trap), exit with CMD's
-#                                  status
+#                                  status (CMD runs with stdin from /dev/null)
 #
 # DIR/cluster.env (sourceable) defines CLUSTER_SIZE, CLUSTER_SERVER, CLUSTER_ENDPOINTS
 # (comma-separated host:port of every client URL), and for each member I: CLUSTER_NAME_I,
@@ -279,7 +279,9 @@ cmd_run() {
     local dir
     dir=$(mktemp -d "${TMPDIR:-/tmp}/baton-cluster.XXXXXX")
     rmdir "$dir"
-    trap 'cmd_down "$dir"' EXIT
+    RUN_PID=""
+    # On any exit: stop the command if it still runs, then the cluster.
+    trap '[ -n "$RUN_PID" ] && kill -TERM "$RUN_PID" 2>/dev/null; cmd_down "$dir"' EXIT
     trap 'exit 130' INT TERM
     CLUSTER_OWNER_PID=$$ cmd_up "$server" "$n" "$dir"
     set -a
@@ -287,7 +289,11 @@ cmd_run() {
     set +a
     export CLUSTER_DIR=$dir
     local rc=0
-    "$@" || rc=$?
+    # In the background and waited for, so that a TERM to us is handled at once.
+    "$@" &
+    RUN_PID=$!
+    wait "$RUN_PID" || rc=$?
+    RUN_PID=""
     exit $rc
 }
 
