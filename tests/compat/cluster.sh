@@ -19,13 +19,14 @@
 #   cluster.sh run SERVER N -- CMD...
 #                                  up in a fresh temp dir, export CLUSTER_DIR and the variables
 #                                  of cluster.env, run CMD, always down (trap), exit with CMD's
-#                                  status
+#                                  status (CMD runs with stdin from /dev/null)
 #
 # DIR/cluster.env (sourceable) defines CLUSTER_SIZE, CLUSTER_SERVER, CLUSTER_ENDPOINTS
 # (comma-separated host:port of every client URL), and for each member I: CLUSTER_NAME_I,
 # CLUSTER_CLIENT_PORT_I, CLUSTER_PEER_PORT_I, CLUSTER_METRICS_PORT_I.
 #
-# Environment: CLUSTER_OWNER_PID (the process whose death stops the cluster; default: the
+# Environment: CLUSTER_HEARTBEAT_MS and CLUSTER_ELECTION_MS (default 100 and 1000, etcd's),
+# CLUSTER_OWNER_PID (the process whose death stops the cluster; default: the
 # caller of `up`), CLUSTER_UP_TIMEOUT (seconds to become healthy, default 30), CLUSTER_EXTRA_FLAGS
 # (appended to every member's command line), ETCDCTL (default etcdctl).
 set -euo pipefail
@@ -63,6 +64,16 @@ is_ours() {
         tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/"
 }
 
+# True while member PID may still become or be our server: ours by is_ours, or our own child
+# that has not exec'ed the server yet (under load that can take a while after the fork).
+member_alive() {
+    local pid=$1 dir=$2 ppid
+    is_ours "$pid" "$dir" && return 0
+    [ -r "/proc/$pid/stat" ] || return 1
+    ppid=$(sed 's/^.*) [A-Za-z] \([0-9]*\) .*$/\1/' "/proc/$pid/stat" 2>/dev/null)
+    [ "$ppid" = "$$" ]
+}
+
 member_cmd() {
     local dir=$1 i=$2 state=$3
     # shellcheck disable=SC1091
@@ -84,7 +95,8 @@ member_cmd() {
         --listen-metrics-urls "http://127.0.0.1:${!mp_var}" \
         --initial-cluster "$initial" --initial-cluster-state "$state" \
         --initial-cluster-token "$(basename "$dir")" \
-        --heartbeat-interval 100 --election-timeout 1000 ${CLUSTER_EXTRA_FLAGS:-}
+        --heartbeat-interval "$CLUSTER_HEARTBEAT_MS" --election-timeout "$CLUSTER_ELECTION_MS" \
+        ${CLUSTER_EXTRA_FLAGS:-}
 }
 
 start_member() {
@@ -117,7 +129,7 @@ wait_healthy() {
         for i in $(seq 1 "$CLUSTER_SIZE"); do
             [ -f "$dir/m$i.pid" ] || continue
             pid=$(cat "$dir/m$i.pid")
-            if ! is_ours "$pid" "$dir"; then
+            if ! member_alive "$pid" "$dir"; then
                 echo "cluster.sh: member $i (pid $pid) exited; last log lines:" >&2
                 tail -n 15 "$dir/m$i.log" >&2 || true
                 return 2
@@ -145,15 +157,15 @@ kill_member() {
     local pid n
     [ -f "$dir/m$i.pid" ] || return 0
     pid=$(cat "$dir/m$i.pid")
-    if is_ours "$pid" "$dir"; then
+    if member_alive "$pid" "$dir"; then
         kill "-$sig" "$pid" 2>/dev/null || true
         # Bounded wait for the process to go away (5 s, then KILL, then 5 s more).
         for n in $(seq 1 100); do
-            is_ours "$pid" "$dir" || break
+            member_alive "$pid" "$dir" || break
             [ "$n" = 50 ] && kill -KILL "$pid" 2>/dev/null || true
             sleep 0.1
         done
-        is_ours "$pid" "$dir" && echo "cluster.sh: pid $pid did not exit" >&2
+        member_alive "$pid" "$dir" && echo "cluster.sh: pid $pid did not exit" >&2
     fi
     rm -f "$dir/m$i.pid"
 }
@@ -192,11 +204,13 @@ cmd_up() {
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     [ -z "$(ls -A "$dir")" ] || die "$dir is not empty"
-    local attempt i rc
-    for attempt in 1 2 3; do
+    local i rc
+    for _ in 1 2 3; do
         {
             echo "CLUSTER_SIZE=$n"
             echo "CLUSTER_SERVER=$server"
+            echo "CLUSTER_HEARTBEAT_MS=${CLUSTER_HEARTBEAT_MS:-100}"
+            echo "CLUSTER_ELECTION_MS=${CLUSTER_ELECTION_MS:-1000}"
             local eps=""
             for i in $(seq 1 "$n"); do
                 local cp pp mp
@@ -222,8 +236,9 @@ cmd_up() {
         fi
         # Tear down what we started before retrying (or giving up).
         for i in $(seq 1 "$n"); do kill_member "$dir" "$i"; done
-        [ $rc = 2 ] || break # not a start failure: ports are not the problem
-        echo "cluster.sh: retrying with new ports (attempt $attempt)" >&2
+        # Retry only when a member exited because one of its ports was taken meanwhile.
+        [ $rc = 2 ] && cat "$dir"/m*.log 2>/dev/null | grep -qi 'address already in use' || break
+        echo "cluster.sh: a port was taken meanwhile; retrying with new ports" >&2
         find "$dir" -mindepth 1 -maxdepth 1 -name '*.data' -exec rm -rf {} +
     done
     die "could not start $n members of $server in $dir"
@@ -264,7 +279,9 @@ cmd_run() {
     local dir
     dir=$(mktemp -d "${TMPDIR:-/tmp}/baton-cluster.XXXXXX")
     rmdir "$dir"
-    trap 'cmd_down "$dir"' EXIT
+    RUN_PID=""
+    # On any exit: stop the command if it still runs, then the cluster.
+    trap '[ -n "$RUN_PID" ] && kill -TERM "$RUN_PID" 2>/dev/null; cmd_down "$dir"' EXIT
     trap 'exit 130' INT TERM
     CLUSTER_OWNER_PID=$$ cmd_up "$server" "$n" "$dir"
     set -a
@@ -272,7 +289,11 @@ cmd_run() {
     set +a
     export CLUSTER_DIR=$dir
     local rc=0
-    "$@" || rc=$?
+    # In the background and waited for, so that a TERM to us is handled at once.
+    "$@" &
+    RUN_PID=$!
+    wait "$RUN_PID" || rc=$?
+    RUN_PID=""
     exit $rc
 }
 

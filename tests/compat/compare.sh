@@ -12,6 +12,11 @@
 #       otherwise print a unified diff of the normalised transcripts and exit 1.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# Twice etcd's default heartbeat and election timeout, for both sides: on a loaded machine a
+# spurious election in the middle of the scenario would fail a command ("leader changed")
+# and read as a difference. (It also sets the minimum lease TTL both servers must grant.)
+export CLUSTER_HEARTBEAT_MS=${CLUSTER_HEARTBEAT_MS:-200}
+export CLUSTER_ELECTION_MS=${CLUSTER_ELECTION_MS:-2000}
 
 die() {
     echo "compare.sh: $*" >&2
@@ -23,8 +28,14 @@ cmd_diff() {
     for side in "$ref" "$sub"; do
         [ -s "$side/transcript" ] || die "no transcript in $side"
         [ -f "$side/map" ] || die "no map in $side"
-        "$HERE/normalise.pl" "$side/map" "$side/transcript" >"$side/normalised" ||
+        # Reuse a normalised copy that is newer than its inputs and the normaliser.
+        if [ "$side/normalised" -nt "$side/transcript" ] && [ "$side/normalised" -nt "$side/map" ] &&
+            [ "$side/normalised" -nt "$HERE/normalise.pl" ]; then
+            continue
+        fi
+        "$HERE/normalise.pl" "$side/map" "$side/transcript" >"$side/normalised.tmp" ||
             die "normalise.pl failed on $side"
+        mv "$side/normalised.tmp" "$side/normalised"
     done
     local nref nsub
     nref=$(grep -c '^=== \[[0-9]' "$ref/normalised" || true)
@@ -64,16 +75,24 @@ cmd_run() {
     mkdir -p "$out"
     TMP_DIR=$(mktemp -d "${TMPDIR:-/tmp}/baton-compat.XXXXXX")
     local tmp=$TMP_DIR
-    # Whatever happens, both clusters are stopped and the temp dir removed.
-    trap '"$HERE/cluster.sh" down "$TMP_DIR/ref" 2>/dev/null; "$HERE/cluster.sh" down "$TMP_DIR/sub" 2>/dev/null; rm -rf "$TMP_DIR"' EXIT
+    # Whatever happens, both sides (each its own process group) are stopped, both clusters
+    # are stopped and the temp dir is removed.
+    SIDE_PIDS=()
+    # shellcheck disable=SC2154
+    trap 'for p in "${SIDE_PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done
+          "$HERE/cluster.sh" down "$TMP_DIR/ref" 2>/dev/null
+          "$HERE/cluster.sh" down "$TMP_DIR/sub" 2>/dev/null; rm -rf "$TMP_DIR"' EXIT
     trap 'exit 130' INT TERM
     local t0=$SECONDS rcr=0 rcs=0
-    one_side "$size" "$reference" "$out/reference" "$tmp/ref" &
+    setsid "$0" side "$size" "$reference" "$out/reference" "$tmp/ref" &
     local pr=$!
-    one_side "$size" "$subject" "$out/subject" "$tmp/sub" &
+    SIDE_PIDS+=("$pr")
+    setsid "$0" side "$size" "$subject" "$out/subject" "$tmp/sub" &
     local ps=$!
+    SIDE_PIDS+=("$ps")
     wait $pr || rcr=$?
     wait $ps || rcs=$?
+    SIDE_PIDS=()
     echo "compare: scenario ran on $size x $reference (reference) and $size x $subject" \
         "(subject) in $((SECONDS - t0)) s"
     [ $rcr = 0 ] || die "the scenario failed on the reference"
@@ -86,5 +105,6 @@ sub=${1:-}
 case "$sub" in
 run) [ $# = 4 ] || die "usage: run SIZE SUBJECT REFERENCE OUT_DIR"; cmd_run "$@" ;;
 diff) [ $# = 2 ] || die "usage: diff REF_DIR SUBJECT_DIR"; cmd_diff "$@" ;;
-*) die "unknown subcommand '$sub' (run, diff)" ;;
+side) [ $# = 4 ] || die "usage: side SIZE SERVER OUT CLUSTER_DIR"; one_side "$@" ;;
+*) die "unknown subcommand '$sub' (run, diff; side is internal)" ;;
 esac

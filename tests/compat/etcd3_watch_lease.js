@@ -5,9 +5,10 @@
 //    the prefix w/. 2,000 puts (20 rounds over 100 keys; w/k99 is watched only by the prefix
 //    watchers) are then made. Every watcher must see exactly the events for its keys, each
 //    once, in revision order, with the revision and value of the put that made it.
-//  - 1,000 leases (TTL 5 s) kept alive by the client, each with a key attached, for at least
-//    4 TTLs (covering the whole watch phase). No lease may be lost or fail a keep-alive; at
-//    the end every lease has time to live left and every attached key still exists.
+//  - 1,000 leases (TTL 15 s) kept alive by the client, each with a key attached, for at least
+//    2 TTLs (granted first, so the keep-alives run through the whole watch phase). No lease
+//    may be lost or fail a keep-alive; at the end every lease has time to live left and every
+//    attached key still exists.
 // Bounded: every wait has a deadline; the whole run is capped by TOTAL_MS.
 'use strict';
 
@@ -18,8 +19,8 @@ const PREFIX_WATCHERS = 10;
 const KEYS = 100;
 const ROUNDS = 20;
 const LEASES = 1000;
-const LEASE_TTL_S = 5;
-const KEEPALIVE_MIN_MS = 4 * LEASE_TTL_S * 1000;
+const LEASE_TTL_S = 15;
+const KEEPALIVE_MIN_MS = 2 * LEASE_TTL_S * 1000;
 const TOTAL_MS = 150 * 1000;
 
 const t0 = Date.now();
@@ -66,6 +67,20 @@ async function main() {
         process.exit(1);
     }, TOTAL_MS);
 
+    // --- leases ---------------------------------------------------------------------------
+    const leases = [];
+    let lost = 0, kaFailed = 0, kaSucceeded = 0;
+    await pool([...Array(LEASES).keys()], 100, async i => {
+        const lease = client.lease(LEASE_TTL_S);
+        lease.on('lost', err => { lost++; fail(`lease ${i} lost: ${err}`); });
+        lease.on('keepaliveFailed', err => { kaFailed++; fail(`lease ${i} keep-alive failed: ${err}`); });
+        lease.on('keepaliveSucceeded', () => kaSucceeded++);
+        await lease.put(`l/${i}`).value(`v${i}`);
+        leases.push({ i, lease, id: await lease.grant() });
+    });
+    const leasesAt = Date.now();
+    log(`${leases.length} leases granted (TTL ${LEASE_TTL_S}s), each with a key, kept alive`);
+
     // --- watchers -------------------------------------------------------------------------
     const watchers = [];
     const specs = [];
@@ -84,27 +99,13 @@ async function main() {
     });
     log(`${watchers.length} watchers created`);
 
-    // --- leases ---------------------------------------------------------------------------
-    const leases = [];
-    let lost = 0, kaFailed = 0, kaSucceeded = 0;
-    await pool([...Array(LEASES).keys()], 50, async i => {
-        const lease = client.lease(LEASE_TTL_S);
-        lease.on('lost', err => { lost++; fail(`lease ${i} lost: ${err}`); });
-        lease.on('keepaliveFailed', err => { kaFailed++; fail(`lease ${i} keep-alive failed: ${err}`); });
-        lease.on('keepaliveSucceeded', () => kaSucceeded++);
-        await lease.put(`l/${i}`).value(`v${i}`);
-        leases.push({ i, lease, id: await lease.grant() });
-    });
-    const leasesAt = Date.now();
-    log(`${leases.length} leases granted (TTL ${LEASE_TTL_S}s), each with a key, kept alive`);
-
     // --- writes ---------------------------------------------------------------------------
     // Round r writes value r to every key; a round completes before the next starts, so the
     // expected order per key is 0..ROUNDS-1. The put's header revision is the event's.
     const putRev = new Map(); // "key=value" -> revision
     const allRevs = [];
     for (let r = 0; r < ROUNDS; r++) {
-        await pool([...Array(KEYS).keys()], 32, async j => {
+        await pool([...Array(KEYS).keys()], KEYS, async j => {
             const res = await client.put(keyName(j)).value(String(r)).exec();
             const rev = Number(res.header.revision);
             putRev.set(`${keyName(j)}=${r}`, rev);
@@ -145,7 +146,7 @@ async function main() {
     }
     log(`${delivered} events delivered to ${watchers.length} watchers, checked`);
 
-    // --- leases: keep them alive for at least 4 TTLs, then check --------------------------
+    // --- leases: keep them alive for at least 2 TTLs, then check --------------------------
     const wait = KEEPALIVE_MIN_MS - (Date.now() - leasesAt);
     if (wait > 0) {
         log(`keeping leases alive ${Math.ceil(wait / 1000)}s more (to ${KEEPALIVE_MIN_MS / 1000}s)`);

@@ -34,13 +34,17 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$CDIR/cluster.env"
 export ETCDCTL_API=3
 ETCDCTL=${ETCDCTL:-etcdctl}
+# Every recorded command runs under this bound: a server that never answers (a watch never
+# cancelled, a stream never closed) shows up as exit 124 in the diff instead of a hung test.
+CMD_TIMEOUT_S=${CMD_TIMEOUT_S:-30}
 EP=$CLUSTER_ENDPOINTS
 T=$OUT/transcript
 W=$OUT/work
 mkdir -p "$W"
 : >"$T"
 BG_PIDS=()
-trap 'for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done' EXIT
+# Background commands run under `timeout`; TERM makes timeout stop its etcdctl too.
+trap 'for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done' EXIT
 
 # The map: ports and paths chosen by the harness, replaced by stable names.
 {
@@ -84,7 +88,8 @@ header() {
 c() {
     header "$@"
     local rc=0
-    "$ETCDCTL" --endpoints="$EP" "$@" >"$W/out" 2>"$W/err" </dev/null || rc=$?
+    timeout -k 5 "$CMD_TIMEOUT_S" "$ETCDCTL" --endpoints="$EP" "$@" >"$W/out" 2>"$W/err" \
+        </dev/null || rc=$?
     emit $rc
 }
 
@@ -92,8 +97,8 @@ c() {
 c1() {
     header "(member 1) $*"
     local rc=0
-    "$ETCDCTL" --endpoints="127.0.0.1:$CLUSTER_CLIENT_PORT_1" "$@" >"$W/out" 2>"$W/err" \
-        </dev/null || rc=$?
+    timeout -k 5 "$CMD_TIMEOUT_S" "$ETCDCTL" --endpoints="127.0.0.1:$CLUSTER_CLIENT_PORT_1" \
+        "$@" >"$W/out" 2>"$W/err" </dev/null || rc=$?
     emit $rc
 }
 
@@ -103,7 +108,8 @@ cin() {
     shift
     header "$* <<< $(printf '%s' "$input" | tr '\n' '|')"
     local rc=0
-    "$ETCDCTL" --endpoints="$EP" "$@" >"$W/out" 2>"$W/err" <<<"$input" || rc=$?
+    timeout -k 5 "$CMD_TIMEOUT_S" "$ETCDCTL" --endpoints="$EP" "$@" >"$W/out" 2>"$W/err" \
+        <<<"$input" || rc=$?
     emit $rc
 }
 
@@ -116,7 +122,7 @@ bg_start() {
     local name=$1
     shift
     BG_HDR[$name]="(until stopped) $*"
-    timeout -s TERM -k 5 20 "$ETCDCTL" --endpoints="$EP" "$@" >"$W/$name.out" \
+    timeout -s TERM -k 5 "$CMD_TIMEOUT_S" "$ETCDCTL" --endpoints="$EP" "$@" >"$W/$name.out" \
         2>"$W/$name.err" </dev/null &
     BG_PID[$name]=$!
     BG_PIDS+=("$!")
@@ -125,8 +131,8 @@ bg_start() {
 # bg_wait NAME PATTERN COUNT: wait (at most 10 s) until COUNT lines of NAME's stdout match
 # PATTERN, then 0.3 s more, so that an extra, wrong line would be caught too.
 bg_wait() {
-    local name=$1 pattern=$2 count=$3 n
-    for n in $(seq 1 100); do
+    local name=$1 pattern=$2 count=$3
+    for _ in $(seq 1 100); do
         [ "$(grep -c -E -- "$pattern" "$W/$name.out")" -ge "$count" ] && break
         sleep 0.1
     done
@@ -155,12 +161,18 @@ cw() {
     bg_stop cw
 }
 
-# cblock SECS ARGS...: a command that must still be blocked (print nothing) after SECS.
+# cblock PREFIX COUNT ARGS...: a contender (lock, elect) that must stay blocked: recorded once
+# the server holds COUNT keys under PREFIX (the holder's and its own), i.e. it is waiting.
 cblock() {
-    local secs=$1
-    shift
+    local prefix=$1 count=$2
+    shift 2
     bg_start cb "$@"
-    sleep "$secs"
+    for _ in $(seq 1 100); do
+        [ "$("$ETCDCTL" --endpoints="$EP" get "$prefix" --prefix --keys-only 2>/dev/null |
+            grep -c .)" -ge "$count" ] && break
+        sleep 0.1
+    done
+    sleep 0.5
     bg_stop cb
 }
 
@@ -310,7 +322,7 @@ c lease grant 4
 L3=$(sed -n 's/^lease \([0-9a-f]*\) granted.*/\1/p' "$W/out")
 c put l/d 4 --lease="$L3"
 gone=no
-for n in $(seq 1 150); do
+for _ in $(seq 1 150); do
     [ -z "$("$ETCDCTL" --endpoints="$EP" get l/d --keys-only 2>/dev/null)" ] && gone=yes && break
     sleep 0.1
 done
@@ -322,7 +334,7 @@ c get l/ --prefix -w json
 bg_start e1 elect e1 p1
 bg_wait e1 '^p1$' 1
 cw '^p1$' 1 elect -l e1
-cblock 1 elect e1 p2
+cblock e1/ 2 elect e1 p2
 c get e1/ --prefix --print-value-only
 bg_stop e1
 c get e1/ --prefix
@@ -331,7 +343,7 @@ c get e1/ --prefix
 c lock lk1 -- sh -c 'echo held; test -n "$ETCD_LOCK_KEY" && echo key-set; echo rev=$ETCD_LOCK_REV'
 bg_start lk lock lk1
 bg_wait lk '^lk1/' 1
-cblock 1 lock lk1 -- echo should-not-run
+cblock lk1/ 2 lock lk1 -- echo should-not-run
 bg_stop lk
 c lock lk1 -- echo acquired-after-release
 c get lk1/ --prefix
@@ -372,7 +384,7 @@ c move-leader "$TARGET_ID"
 check "move-leader printed the old and new leader ids" \
     "$(grep -c "^Leadership transferred from $LEADER_ID to $TARGET_ID$" "$W/out")"
 NEWLEADER=""
-for n in $(seq 1 50); do
+for _ in $(seq 1 50); do
     NEWLEADER=$("$HERE/cluster.sh" leader "$CDIR" 2>/dev/null) && [ "$NEWLEADER" = "$TI" ] && break
     sleep 0.1
 done
@@ -391,9 +403,10 @@ c alarm disarm
 c defrag
 c defrag --cluster
 c snapshot save "$W/snap.db"
+c1 snapshot save "$W/snap.db"
 check "snapshot file is non-empty" "$([ -s "$W/snap.db" ] && echo yes || echo no)"
 c get foo1 -w json
-c put final done -w json
+c put final "done" -w json
 
 echo "$N" >"$OUT/count"
 exit 0

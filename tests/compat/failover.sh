@@ -110,12 +110,12 @@ for r in $(seq 1 "$ROUNDS"); do
     done
     echo "failover: round $r: killed leader m$leader (kill -9); first successful put after" \
         "$ms ms; new leader m$newleader"
-    sleep 1
+    sleep 0.5
     if ! "$HERE/cluster.sh" start "$DIR/cluster" "$leader"; then
         fail "round $r: restarted member m$leader did not become healthy"
         break
     fi
-    sleep 1.5
+    sleep 1
 done
 
 touch "$DIR/stop"

@@ -99,6 +99,7 @@ benign='
   s/"ts":"[^"]*"/"ts":"2001-01-01T00:00:00.000Z"/g;
   s/client-[0-9a-f]{8}-[0-9a-f-]+\//client-00000000-1111-2222-3333-444444444444\//g;
   s/remaining\(\d+s\)/remaining(1s)/g;
+  s/attached keys\(\[(\S+) (\S+)\]\)/attached keys([$2 $1])/;
   s/(lease \S+ keepalived with TTL\(\d+\)\n)/$1$1/;
   # Row order of member list (swap the first two rows of a list with several rows).
   s/^(=== \[\d+\] member list\n)([^\n]+\n)([0-9a-f][^\n]+\n)/$1$3$2/m;

@@ -41,9 +41,11 @@
 #  R10 Repeated "lease ID keepalived with TTL(N)" lines in a row collapse to one. Why: how
 #      many keep-alives a bounded `lease keep-alive` prints before it is stopped is timing.
 #  R11 Row order is ignored (rows sorted) for `member list` (simple and table), `lease list`,
-#      every `endpoint ...` and `defrag ...` command (stdout and stderr), and the members in
-#      ETCD_INITIAL_CLUSTER of `member add`. Why: etcd orders these by member or lease id
-#      (random, R2/R4) or by which concurrent health check finishes first.
+#      every `endpoint ...` and `defrag ...` command (stdout and stderr), the members in
+#      ETCD_INITIAL_CLUSTER of `member add`, and the keys attached to a lease ("attached
+#      keys([...])", "keys":[...] of `lease timetolive --keys`). Why: etcd orders these by
+#      member or lease id (random, R2/R4), by which concurrent health check finishes first,
+#      or by iterating a Go map (a lease's keys).
 #  R12 In `endpoint status` rows the endpoint becomes <client> (before sorting), and so does
 #      the endpoint in the output of `move-leader` (etcdctl sends it to the current leader).
 #      Why: which member wins an election is timing; what is kept is the multiset of rows, so
@@ -169,6 +171,14 @@ for my $l (@lines) {
     # R11 (ETCD_INITIAL_CLUSTER)
     if ($l =~ /^ETCD_INITIAL_CLUSTER="(.*)"$/) {
         $l = 'ETCD_INITIAL_CLUSTER="' . join(',', sort split(/,/, $1)) . '"';
+    }
+    if ($l =~ /attached keys\(\[(.*)\]\)/) {
+        my $sorted = join ' ', sort split(/ /, $1);
+        $l =~ s/attached keys\(\[.*\]\)/attached keys([$sorted])/;
+    }
+    if ($l =~ /"keys":\[([^\]]*)\]/) {
+        my $sorted = join ',', sort split(/,/, $1);
+        $l =~ s/"keys":\[[^\]]*\]/"keys":[$sorted]/;
     }
     # R13
     $l =~ s/^Member +<member> (\S+ \S+) cluster +<cluster>$/Member <member> $1 cluster <cluster>/;
