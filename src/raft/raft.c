@@ -1970,7 +1970,7 @@ static void form_persist_batch(struct raft *r)
 }
 
 /* Copies the outbox into the ready, filling in the entries of each append from the log. */
-static void ready_msgs(struct raft *r, struct raft_ready *rd, size_t *ents_used)
+static void ready_msgs(struct raft *r, struct raft_ready *rd, size_t *ents_used, size_t committed)
 {
     size_t n = 0;
     if (GROW(r->rd_msgs, r->rd_msgs_cap, r->out_len) ||
@@ -1983,7 +1983,8 @@ static void ready_msgs(struct raft *r, struct raft_ready *rd, size_t *ents_used)
     size_t ents = 0;
     for (size_t i = 0; i < r->out_len; i++)
         ents += r->out[i].m.entries_len;
-    if (GROW(r->rd_ents, r->rd_ents_cap, ents + READY_ENTRIES_MAX))
+    /* One array holds the entries of every append and then the committed entries. */
+    if (GROW(r->rd_ents, r->rd_ents_cap, ents + committed))
         ents = SIZE_MAX;
     size_t e = 0;
     r->rd_owned_len = 0;
@@ -2021,17 +2022,18 @@ void raft_ready(struct raft *r, struct raft_ready *rd)
         form_persist_batch(r);
         rd->persist = &r->pb;
     }
-    size_t e = 0;
-    ready_msgs(r, rd, &e);
+    size_t e = 0, want = 0;
+    if (r->snap_apply != 2 && apply_limit(r) > r->applied)
+        want = (size_t)BATON_MIN(apply_limit(r) - r->applied, READY_ENTRIES_MAX);
+    ready_msgs(r, rd, &e, want);
     r->rd_applied_to = r->applied;
     r->rd_snap_applied = false;
     if (r->snap_apply == 2) {
         rd->apply_snapshot = &r->snap_apply_meta;
         r->rd_snap_applied = true;
-    } else if (e + READY_ENTRIES_MAX <= r->rd_ents_cap) {
-        uint64_t hi = apply_limit(r);
+    } else if (e + want <= r->rd_ents_cap) {
         size_t n = 0;
-        for (uint64_t i = r->applied + 1; i <= hi && n < READY_ENTRIES_MAX; i++)
+        for (uint64_t i = r->applied + 1; n < want; i++)
             r->rd_ents[e + n++] = *raft_log_get(&r->log, i);
         rd->committed = n ? r->rd_ents + e : NULL;
         rd->committed_len = n;
