@@ -984,11 +984,10 @@ static void handle_append_resp(struct raft *r, const struct raft_msg *m, struct 
         } else if (pr->state == RAFT_PROGRESS_PROBE) {
             if (m->index != pr->next - 1)
                 return; /* stale */
-            uint64_t hint = m->index;
-            if (m->hint_term > 0)
-                hint = find_conflict_by_term(r, m->hint_index, m->hint_term);
-            else
-                hint = BATON_MIN(m->hint_index, m->index);
+            /* The follower's hint (index, term) points at the last place our logs can agree;
+             * find our own last entry at or before it with a term no newer (thesis §5.3). */
+            uint64_t hint = m->hint_term > 0 ? find_conflict_by_term(r, m->hint_index, m->hint_term)
+                                             : BATON_MIN(m->hint_index, m->index);
             pr->next = BATON_MAX(BATON_MIN(m->index, hint + 1), pr->match + 1);
             pr->probe_sent = false;
         } else {
