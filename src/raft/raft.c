@@ -1145,9 +1145,11 @@ static int handle_snapshot(struct raft *r, const struct raft_msg *m)
         send_after_persist(r, &resp);
         return 0;
     }
-    /* Chunks that arrive before the caller took the previous one are merged with it, up to a
-     * bound; past it the chunk is dropped and the leader resends after its timeout. */
-    if (r->chunk_pending && r->chunk.len + (uint64_t)m->data_len > RAFT_CHUNK_BYTES_MAX)
+    /* Chunks that arrive before the caller took the previous one are merged with it, up to one
+     * window (snapshot_chunks_inflight x snapshot_chunk_bytes, the members share options);
+     * past it the chunk is dropped and the leader resends after its timeout. */
+    uint64_t window = (uint64_t)r->o.snapshot_chunks_inflight * r->o.snapshot_chunk_bytes;
+    if (r->chunk_pending && r->chunk.len + (uint64_t)m->data_len > window)
         return 0;
     if (!r->chunk_pending) {
         buf_clear(&r->chunk_buf);
