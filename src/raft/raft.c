@@ -18,6 +18,11 @@
 
 #define READS_MAX         4096
 #define READY_ENTRIES_MAX 65536 /* committed entries handed out per ready */
+/* Bounds on the message queues. Raft tolerates message loss, so past a bound a message is
+ * dropped (and logged), like a network loss; a correct caller that takes readies never gets
+ * near them. */
+#define OUTBOX_MAX  (1u << 20)
+#define WAITBOX_MAX (1u << 16)
 
 #define RLOG(r, level, fmt, ...)                                                                   \
     log_write((r)->o.log, level, "mod=raft id=%" PRIu64 " term=%" PRIu64 " " fmt, (r)->id,         \
@@ -459,8 +464,8 @@ static bool quorum_active(const struct raft *r)
  * message, which Raft tolerates like any network loss. */
 static void send_owned(struct raft *r, const struct raft_msg *m, void *owned)
 {
-    if (GROW(r->out, r->out_cap, r->out_len + 1)) {
-        RLOG(r, LOG_ERROR, "msg=\"out of memory, message dropped\" type=%s",
+    if (r->out_len >= OUTBOX_MAX || GROW(r->out, r->out_cap, r->out_len + 1)) {
+        RLOG(r, LOG_ERROR, "msg=\"queue full or out of memory, message dropped\" type=%s",
              raft_msg_type_name(m->type));
         free(owned);
         return;
@@ -504,8 +509,8 @@ static void send_after_persist(struct raft *r, struct raft_msg *m)
             send_owned(r, m, NULL);
         return;
     }
-    if (GROW(r->wait, r->wait_cap, r->wait_len + 1)) {
-        RLOG(r, LOG_ERROR, "msg=\"out of memory, message dropped\" type=%s",
+    if (r->wait_len >= WAITBOX_MAX || GROW(r->wait, r->wait_cap, r->wait_len + 1)) {
+        RLOG(r, LOG_ERROR, "msg=\"queue full or out of memory, message dropped\" type=%s",
              raft_msg_type_name(m->type));
         return;
     }
@@ -532,8 +537,8 @@ static void purge_leader_output(struct raft *r)
 
 static void push_read_state(struct raft *r, uint64_t context, uint64_t index)
 {
-    if (GROW(r->rs, r->rs_cap, r->rs_len + 1)) {
-        RLOG(r, LOG_ERROR, "msg=\"out of memory, read state dropped\"");
+    if (r->rs_len >= READS_MAX || GROW(r->rs, r->rs_cap, r->rs_len + 1)) {
+        RLOG(r, LOG_ERROR, "msg=\"queue full or out of memory, read state dropped\"");
         return;
     }
     r->rs[r->rs_len++] = (struct raft_read_state){.context = context, .index = index};
