@@ -18,6 +18,11 @@
 
 #define READS_MAX         4096
 #define READY_ENTRIES_MAX 65536 /* committed entries handed out per ready */
+/* Bounds on the message queues. Raft tolerates message loss, so past a bound a message is
+ * dropped (and logged), like a network loss; a correct caller that takes readies never gets
+ * near them. */
+#define OUTBOX_MAX  (1u << 20)
+#define WAITBOX_MAX (1u << 16)
 
 #define RLOG(r, level, fmt, ...)                                                                   \
     log_write((r)->o.log, level, "mod=raft id=%" PRIu64 " term=%" PRIu64 " " fmt, (r)->id,         \
@@ -459,8 +464,8 @@ static bool quorum_active(const struct raft *r)
  * message, which Raft tolerates like any network loss. */
 static void send_owned(struct raft *r, const struct raft_msg *m, void *owned)
 {
-    if (GROW(r->out, r->out_cap, r->out_len + 1)) {
-        RLOG(r, LOG_ERROR, "msg=\"out of memory, message dropped\" type=%s",
+    if (r->out_len >= OUTBOX_MAX || GROW(r->out, r->out_cap, r->out_len + 1)) {
+        RLOG(r, LOG_ERROR, "msg=\"queue full or out of memory, message dropped\" type=%s",
              raft_msg_type_name(m->type));
         free(owned);
         return;
@@ -504,8 +509,8 @@ static void send_after_persist(struct raft *r, struct raft_msg *m)
             send_owned(r, m, NULL);
         return;
     }
-    if (GROW(r->wait, r->wait_cap, r->wait_len + 1)) {
-        RLOG(r, LOG_ERROR, "msg=\"out of memory, message dropped\" type=%s",
+    if (r->wait_len >= WAITBOX_MAX || GROW(r->wait, r->wait_cap, r->wait_len + 1)) {
+        RLOG(r, LOG_ERROR, "msg=\"queue full or out of memory, message dropped\" type=%s",
              raft_msg_type_name(m->type));
         return;
     }
@@ -532,8 +537,8 @@ static void purge_leader_output(struct raft *r)
 
 static void push_read_state(struct raft *r, uint64_t context, uint64_t index)
 {
-    if (GROW(r->rs, r->rs_cap, r->rs_len + 1)) {
-        RLOG(r, LOG_ERROR, "msg=\"out of memory, read state dropped\"");
+    if (r->rs_len >= READS_MAX || GROW(r->rs, r->rs_cap, r->rs_len + 1)) {
+        RLOG(r, LOG_ERROR, "msg=\"queue full or out of memory, read state dropped\"");
         return;
     }
     r->rs[r->rs_len++] = (struct raft_read_state){.context = context, .index = index};
@@ -984,11 +989,10 @@ static void handle_append_resp(struct raft *r, const struct raft_msg *m, struct 
         } else if (pr->state == RAFT_PROGRESS_PROBE) {
             if (m->index != pr->next - 1)
                 return; /* stale */
-            uint64_t hint = m->index;
-            if (m->hint_term > 0)
-                hint = find_conflict_by_term(r, m->hint_index, m->hint_term);
-            else
-                hint = BATON_MIN(m->hint_index, m->index);
+            /* The follower's hint (index, term) points at the last place our logs can agree;
+             * find our own last entry at or before it with a term no newer (thesis §5.3). */
+            uint64_t hint = m->hint_term > 0 ? find_conflict_by_term(r, m->hint_index, m->hint_term)
+                                             : BATON_MIN(m->hint_index, m->index);
             pr->next = BATON_MAX(BATON_MIN(m->index, hint + 1), pr->match + 1);
             pr->probe_sent = false;
         } else {
@@ -1146,9 +1150,11 @@ static int handle_snapshot(struct raft *r, const struct raft_msg *m)
         send_after_persist(r, &resp);
         return 0;
     }
-    /* Chunks that arrive before the caller took the previous one are merged with it, up to a
-     * bound; past it the chunk is dropped and the leader resends after its timeout. */
-    if (r->chunk_pending && r->chunk.len + (uint64_t)m->data_len > RAFT_CHUNK_BYTES_MAX)
+    /* Chunks that arrive before the caller took the previous one are merged with it, up to one
+     * window (snapshot_chunks_inflight x snapshot_chunk_bytes, the members share options);
+     * past it the chunk is dropped and the leader resends after its timeout. */
+    uint64_t window = (uint64_t)r->o.snapshot_chunks_inflight * r->o.snapshot_chunk_bytes;
+    if (r->chunk_pending && r->chunk.len + (uint64_t)m->data_len > window)
         return 0;
     if (!r->chunk_pending) {
         buf_clear(&r->chunk_buf);
@@ -1970,7 +1976,7 @@ static void form_persist_batch(struct raft *r)
 }
 
 /* Copies the outbox into the ready, filling in the entries of each append from the log. */
-static void ready_msgs(struct raft *r, struct raft_ready *rd, size_t *ents_used)
+static void ready_msgs(struct raft *r, struct raft_ready *rd, size_t *ents_used, size_t committed)
 {
     size_t n = 0;
     if (GROW(r->rd_msgs, r->rd_msgs_cap, r->out_len) ||
@@ -1983,7 +1989,8 @@ static void ready_msgs(struct raft *r, struct raft_ready *rd, size_t *ents_used)
     size_t ents = 0;
     for (size_t i = 0; i < r->out_len; i++)
         ents += r->out[i].m.entries_len;
-    if (GROW(r->rd_ents, r->rd_ents_cap, ents + READY_ENTRIES_MAX))
+    /* One array holds the entries of every append and then the committed entries. */
+    if (GROW(r->rd_ents, r->rd_ents_cap, ents + committed))
         ents = SIZE_MAX;
     size_t e = 0;
     r->rd_owned_len = 0;
@@ -2021,17 +2028,18 @@ void raft_ready(struct raft *r, struct raft_ready *rd)
         form_persist_batch(r);
         rd->persist = &r->pb;
     }
-    size_t e = 0;
-    ready_msgs(r, rd, &e);
+    size_t e = 0, want = 0;
+    if (r->snap_apply != 2 && apply_limit(r) > r->applied)
+        want = (size_t)BATON_MIN(apply_limit(r) - r->applied, READY_ENTRIES_MAX);
+    ready_msgs(r, rd, &e, want);
     r->rd_applied_to = r->applied;
     r->rd_snap_applied = false;
     if (r->snap_apply == 2) {
         rd->apply_snapshot = &r->snap_apply_meta;
         r->rd_snap_applied = true;
-    } else if (e + READY_ENTRIES_MAX <= r->rd_ents_cap) {
-        uint64_t hi = apply_limit(r);
+    } else if (e + want <= r->rd_ents_cap) {
         size_t n = 0;
-        for (uint64_t i = r->applied + 1; i <= hi && n < READY_ENTRIES_MAX; i++)
+        for (uint64_t i = r->applied + 1; n < want; i++)
             r->rd_ents[e + n++] = *raft_log_get(&r->log, i);
         rd->committed = n ? r->rd_ents + e : NULL;
         rd->committed_len = n;

@@ -18,8 +18,9 @@
  *         send rd.msgs (in any order; they may be lost, duplicated or reordered);
  *         if (rd.apply_snapshot) load the state machine from that (durable) snapshot;
  *         apply rd.committed in order;  hand rd.reads to their waiters;
- *         for each rd.snap_reads[i]: read that chunk, then call raft_snapshot_chunk();
+ *         copy rd.snap_reads;
  *         raft_advance(r, &rd);
+ *         for each copied snap read: read that chunk, then call raft_snapshot_chunk();
  *     }
  *
  * Persistence contract (Raft thesis §10.2.1 and etcd's ordering rule). At most one persist
@@ -152,8 +153,9 @@ enum raft_msg_type {
                                       round of the leader's ReadIndex protocol */
     RAFT_MSG_HEARTBEAT_RESP = 8,   /* context echoed */
     RAFT_MSG_SNAPSHOT = 9,         /* index/log_term: snapshot; offset, data, last; config */
-    RAFT_MSG_SNAPSHOT_RESP = 10,   /* index: snapshot; offset: next byte expected; reject: the
-                                      follower restarts at offset */
+    RAFT_MSG_SNAPSHOT_RESP = 10,   /* index: snapshot; offset: bytes the follower holds; reject:
+                                      a gap, resume at offset. The last chunk is acknowledged
+                                      with an APPEND_RESP at the snapshot's index. */
     RAFT_MSG_TIMEOUT_NOW = 11,     /* leadership transfer: campaign now (thesis §3.10) */
     RAFT_MSG_READ_INDEX = 12,      /* follower -> leader; context: caller's read id */
     RAFT_MSG_READ_INDEX_RESP = 13, /* index: the read index; reject: leader could not serve */

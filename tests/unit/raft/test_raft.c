@@ -411,3 +411,50 @@ TEST(restore_rejects_inconsistent_state)
     o.id = 0;
     CHECK_EQ(raft_create(&o, &r), BATON_EINVAL);
 }
+
+struct captured {
+    int lines;
+    int bad;
+};
+
+static void capture(void *ctx, enum log_level level, const char *line, size_t len)
+{
+    (void)level;
+    struct captured *c = ctx;
+    c->lines++;
+    char buf[1100];
+    size_t n = len < sizeof(buf) - 1 ? len : sizeof(buf) - 1;
+    memcpy(buf, line, n);
+    buf[n] = 0;
+    if (!strstr(buf, "mod=raft id=7 term="))
+        c->bad++;
+}
+
+TEST(log_lines_carry_member_and_term)
+{
+    struct captured cap = {0};
+    struct log_sink sink = {.fn = capture, .ctx = &cap, .min_level = LOG_DEBUG};
+    struct prng rng;
+    prng_seed(&rng, 3);
+    struct raft_options o = {.id = 7, .rng = &rng, .log = &sink, .pre_vote = true};
+    struct raft *r;
+    CHECK_OK(raft_create(&o, &r));
+    struct raft_config conf = {.voters = {7}, .voters_len = 1};
+    CHECK_OK(raft_bootstrap(r, &conf));
+    for (int i = 0; i < 60; i++) {
+        raft_tick(r);
+        while (raft_has_ready(r)) {
+            struct raft_ready rd;
+            raft_ready(r, &rd);
+            raft_advance(r, &rd);
+            if (rd.persist)
+                raft_persisted(r);
+        }
+    }
+    struct raft_status s;
+    raft_status(r, &s);
+    CHECK_EQ(s.role, RAFT_LEADER);
+    CHECK_GE(cap.lines, 4); /* bootstrapped, pre-vote, election, leader */
+    CHECK_EQ(cap.bad, 0);
+    raft_destroy(r);
+}

@@ -52,6 +52,33 @@ TEST(flow_control_bounded_inflight_window)
     tc_free(&c);
 }
 
+TEST(flow_control_bounded_inflight_bytes)
+{
+    struct tc_cluster c;
+    tc_init(&c, 3, 36);
+    c.opts.max_inflight_bytes = 1000;
+    tc_start(&c, 3);
+    CHECK_EQ(tc_elect(&c, 1), 1);
+    CHECK_OK(tc_propose(&c, 1, "warm"));
+    tc_settle(&c);
+    c.drop_types = 1u << RAFT_MSG_APPEND_RESP;
+    char big[301];
+    memset(big, 'y', 300);
+    big[300] = 0;
+    size_t before = sent(&c, 1, RAFT_MSG_APPEND);
+    for (int i = 0; i < 10; i++) {
+        CHECK_OK(tc_propose(&c, 1, big));
+        tc_settle(&c);
+    }
+    /* 300 bytes per append: the fourth reaches 1200 >= 1000 and closes the window. */
+    CHECK_EQ(sent(&c, 1, RAFT_MSG_APPEND) - before, 8);
+    c.drop_types = 0;
+    tc_tick_all(&c, 3);
+    same_state(&c, 1, 2);
+    CHECK_EQ(c.nodes[2].sm_count, 11);
+    tc_free(&c);
+}
+
 TEST(batching_and_max_message_size)
 {
     struct tc_cluster c;

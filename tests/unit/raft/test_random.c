@@ -220,7 +220,7 @@ TEST(random_clusters)
         return;
     }
     const char *n_env = getenv("RAFT_SEEDS");
-    uint64_t n = n_env ? strtoull(n_env, NULL, 10) : 40;
+    uint64_t n = n_env ? strtoull(n_env, NULL, 10) : 60;
     for (uint64_t seed = 1; seed <= n; seed++)
         run_seed(seed);
 }
