@@ -345,6 +345,10 @@ static int sim_write_start(struct sim *s, struct sim_node *n, const struct raft_
             w->chunks[i] = (struct sim_chunk){
                 c->index, c->term, c->offset, c->last, sim_dup(c->data, c->len), c->len};
             w->chunks_len++;
+            sim_trace(s,
+                      "node %" PRIu64 " persist chunk snapshot=%" PRIu64 " offset=%" PRIu64
+                      " len=%u%s",
+                      n->id, c->index, c->offset, c->len, c->last ? " last" : "");
             if (c->offset == 0) {
                 buf_clear(&n->vstage);
                 n->vstage_index = c->index;
