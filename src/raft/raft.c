@@ -722,6 +722,21 @@ static int append_entry(struct raft *r, uint8_t type, const void *data, size_t l
     return 0;
 }
 
+/* Acknowledgements still waiting for durability that claim entries after index are dropped when
+ * those entries leave the log (truncation, snapshot install): once released they would claim
+ * entries the disk will never hold. */
+static void drop_waiting_acks_after(struct raft *r, uint64_t index)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->wait_len; i++) {
+        const struct raft_msg *m = &r->wait[i].m;
+        if (m->type == RAFT_MSG_APPEND_RESP && !m->reject && m->index > index)
+            continue;
+        r->wait[n++] = r->wait[i];
+    }
+    r->wait_len = n;
+}
+
 /* Drops entries after index (a follower resolving a conflict, §5.3). Durable and in-flight
  * bookkeeping shrink with it; the next persist batch tells the caller to drop them too. */
 static void truncate_after(struct raft *r, uint64_t index)
@@ -730,6 +745,7 @@ static void truncate_after(struct raft *r, uint64_t index)
     RLOG(r, LOG_INFO, "msg=\"truncating log\" after=%" PRIu64 " last_index=%" PRIu64, index,
          last_index(r));
     raft_log_truncate_after(&r->log, index);
+    drop_waiting_acks_after(r, index);
     if (r->unstable_from > index + 1)
         r->unstable_from = index + 1;
     if (r->stable_index > index)
@@ -1101,6 +1117,10 @@ static int handle_snapshot(struct raft *r, const struct raft_msg *m)
         return BATON_EPROTO;
     if (m->data_len > 0 && !m->data)
         return BATON_EPROTO;
+    /* An installed snapshot waits for its persist batch: its last chunk is still pending, so
+     * nothing may touch the reception state until the batch is formed. The leader resends. */
+    if (r->install_pending)
+        return 0;
     bool same = m->index == r->rx_index && m->log_term == r->rx_term && r->rx_index != 0;
     if (!same && m->offset == 0) {
         r->rx_index = m->index;
@@ -1121,7 +1141,7 @@ static int handle_snapshot(struct raft *r, const struct raft_msg *m)
         send(r, &resp);
         return 0;
     }
-    if (m->offset < r->rx_offset || r->install_pending) {
+    if (m->offset < r->rx_offset) {
         resp.offset = r->rx_offset; /* a duplicate: acknowledge what we have */
         send_after_persist(r, &resp);
         return 0;
@@ -1152,6 +1172,7 @@ static int handle_snapshot(struct raft *r, const struct raft_msg *m)
     RLOG(r, LOG_INFO, "msg=\"installing snapshot\" index=%" PRIu64 " snap_term=%" PRIu64, m->index,
          m->log_term);
     raft_log_reset(&r->log, m->index, m->log_term);
+    drop_waiting_acks_after(r, m->index);
     r->snap = (struct raft_snapshot_meta){.index = m->index, .term = m->log_term};
     r->snap.config = *m->config;
     r->install_meta = r->snap;
@@ -1264,8 +1285,14 @@ static void handle_snapshot_resp(struct raft *r, const struct raft_msg *m, struc
             restart_snapshot_from_ack(r, pr, m->offset);
         return;
     }
-    if (m->offset > pr->snap_acked && m->offset <= pr->snap_next)
+    if (m->offset > pr->snap_acked)
         pr->snap_acked = m->offset;
+    if (m->offset > pr->snap_next) {
+        /* The follower holds more than this round sent (we restarted it too eagerly): go on
+         * from there; any chunk read still outstanding is stale. */
+        pr->snap_next = m->offset;
+        pr->snap_read_pending = false;
+    }
     pump_snapshot(r, pr);
 }
 
@@ -1943,7 +1970,7 @@ static void form_persist_batch(struct raft *r)
 }
 
 /* Copies the outbox into the ready, filling in the entries of each append from the log. */
-static void ready_msgs(struct raft *r, struct raft_ready *rd, size_t *ents_used)
+static void ready_msgs(struct raft *r, struct raft_ready *rd, size_t *ents_used, size_t committed)
 {
     size_t n = 0;
     if (GROW(r->rd_msgs, r->rd_msgs_cap, r->out_len) ||
@@ -1956,7 +1983,8 @@ static void ready_msgs(struct raft *r, struct raft_ready *rd, size_t *ents_used)
     size_t ents = 0;
     for (size_t i = 0; i < r->out_len; i++)
         ents += r->out[i].m.entries_len;
-    if (GROW(r->rd_ents, r->rd_ents_cap, ents + READY_ENTRIES_MAX))
+    /* One array holds the entries of every append and then the committed entries. */
+    if (GROW(r->rd_ents, r->rd_ents_cap, ents + committed))
         ents = SIZE_MAX;
     size_t e = 0;
     r->rd_owned_len = 0;
@@ -1994,17 +2022,18 @@ void raft_ready(struct raft *r, struct raft_ready *rd)
         form_persist_batch(r);
         rd->persist = &r->pb;
     }
-    size_t e = 0;
-    ready_msgs(r, rd, &e);
+    size_t e = 0, want = 0;
+    if (r->snap_apply != 2 && apply_limit(r) > r->applied)
+        want = (size_t)BATON_MIN(apply_limit(r) - r->applied, READY_ENTRIES_MAX);
+    ready_msgs(r, rd, &e, want);
     r->rd_applied_to = r->applied;
     r->rd_snap_applied = false;
     if (r->snap_apply == 2) {
         rd->apply_snapshot = &r->snap_apply_meta;
         r->rd_snap_applied = true;
-    } else if (e + READY_ENTRIES_MAX <= r->rd_ents_cap) {
-        uint64_t hi = apply_limit(r);
+    } else if (e + want <= r->rd_ents_cap) {
         size_t n = 0;
-        for (uint64_t i = r->applied + 1; i <= hi && n < READY_ENTRIES_MAX; i++)
+        for (uint64_t i = r->applied + 1; n < want; i++)
             r->rd_ents[e + n++] = *raft_log_get(&r->log, i);
         rd->committed = n ? r->rd_ents + e : NULL;
         rd->committed_len = n;

@@ -200,8 +200,10 @@ void tc_process(struct tc_cluster *c, uint64_t id)
             write_persist(nd, rd.persist);
         for (size_t i = 0; i < rd.msgs_len; i++) {
             CHECK_EQ(rd.msgs[i].from, id);
-            if (rd.msgs[i].type < 16)
+            if (rd.msgs[i].type < 16) {
                 nd->msgs_sent[rd.msgs[i].type]++;
+                nd->msgs_rejected[rd.msgs[i].type] += rd.msgs[i].reject;
+            }
             enqueue(c, &rd.msgs[i]);
         }
         if (rd.apply_snapshot) {

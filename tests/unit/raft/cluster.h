@@ -45,7 +45,8 @@ struct tc_node {
     uint64_t reads_ctx[64];
     uint64_t reads_index[64];
     size_t reads_len;
-    size_t msgs_sent[16]; /* per type */
+    size_t msgs_sent[16];     /* per type */
+    size_t msgs_rejected[16]; /* per type, with reject set */
 };
 
 struct tc_msg {

@@ -173,6 +173,8 @@ static void heal_and_converge(struct tc_cluster *c, uint64_t seed)
 static void run_seed(uint64_t seed)
 {
     memset(&h, 0, sizeof(h));
+    if (getenv("RAFT_VERBOSE"))
+        fprintf(stderr, "seed %llu\n", (unsigned long long)seed);
     struct prng p;
     prng_seed(&p, seed);
     struct tc_cluster c;
@@ -218,7 +220,7 @@ TEST(random_clusters)
         return;
     }
     const char *n_env = getenv("RAFT_SEEDS");
-    uint64_t n = n_env ? strtoull(n_env, NULL, 10) : 40;
+    uint64_t n = n_env ? strtoull(n_env, NULL, 10) : 25;
     for (uint64_t seed = 1; seed <= n; seed++)
         run_seed(seed);
 }
