@@ -24,15 +24,16 @@ struct opts {
     uint32_t faults;
     char faults_text[128];
     uint64_t time_ms, steps, liveness_ms;
-    bool verbose, fail_fast;
+    bool verbose, fail_fast, no_wire_check;
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: raft-sim --seeds N --start S [--nodes K] [--faults LIST] "
-               "[--time MS | --steps N] [--liveness MS] [--verbose] [--fail-fast]\n"
-               "  faults: drop,delay,reorder,dup,partition,crash,member,transfer,snapshot, "
-               "all, none\n");
+    fprintf(f,
+            "usage: raft-sim --seeds N --start S [--nodes K] [--faults LIST] "
+            "[--time MS | --steps N] [--liveness MS] [--verbose] [--fail-fast] [--no-wire-check]\n"
+            "  faults: drop,delay,reorder,dup,partition,crash,member,transfer,snapshot, "
+            "all, none\n");
 }
 
 static int parse_u64(const char *flag, const char *v, uint64_t *out)
@@ -61,6 +62,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
         uint64_t x;
         if (!strcmp(a, "--verbose")) {
             o->verbose = true;
+        } else if (!strcmp(a, "--no-wire-check")) {
+            o->no_wire_check = true;
         } else if (!strcmp(a, "--fail-fast")) {
             o->fail_fast = true;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -131,7 +134,8 @@ int main(int argc, char **argv)
                                  .fault_ms = o.time_ms,
                                  .liveness_ms = o.liveness_ms,
                                  .verbose = o.verbose,
-                                 .max_steps = o.steps};
+                                 .max_steps = o.steps,
+                                 .no_wire_check = o.no_wire_check};
         struct sim *s = sim_create(&cfg);
         int rc = sim_violation(s)[0] ? -1 : sim_run(s);
         struct sim_stats st;

@@ -242,7 +242,7 @@ static void sim_retire_removed(struct sim *s, const struct raft_status *lst)
     }
 }
 
-static int sim_fault_member(struct sim *s)
+static int sim_fault_member_once(struct sim *s, bool *changed)
 {
     uint64_t leader = sim_leader(s);
     if (!leader)
@@ -294,7 +294,23 @@ static int sim_fault_member(struct sim *s)
         if (rc == 0)
             s->nodes[id - 1].removing = true;
     }
+    *changed = rc == 0 && op <= 5;
     return rc == -1 ? -1 : 0;
+}
+
+/* A membership fault. A third of the time a second change follows at once, computed from the
+ * same committed configuration: raft must refuse it while the first is pending (two
+ * overlapping single-server changes can produce disjoint majorities). */
+static int sim_fault_member(struct sim *s)
+{
+    bool changed = false;
+    if (sim_fault_member_once(s, &changed) != 0)
+        return -1;
+    if (changed && prng_below(&s->rng, 3) == 0) {
+        sim_trace(s, "fault: a second membership change right behind the first");
+        return sim_fault_member_once(s, &changed);
+    }
+    return 0;
 }
 
 static int sim_fault_transfer(struct sim *s)

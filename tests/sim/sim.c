@@ -301,7 +301,7 @@ static int sim_check_durable(struct sim *s, struct sim_node *n, const struct raf
 
 static int sim_send(struct sim *s, struct sim_node *n, const struct raft_msg *m)
 {
-    if (sim_check_durable(s, n, m) != 0)
+    if (!s->cfg.no_wire_check && sim_check_durable(s, n, m) != 0)
         return -1;
     struct sim_node *to = sim_node_of(s, m->to);
     sim_trace(s,
@@ -345,6 +345,10 @@ static int sim_write_start(struct sim *s, struct sim_node *n, const struct raft_
             w->chunks[i] = (struct sim_chunk){
                 c->index, c->term, c->offset, c->last, sim_dup(c->data, c->len), c->len};
             w->chunks_len++;
+            sim_trace(s,
+                      "node %" PRIu64 " persist chunk snapshot=%" PRIu64 " offset=%" PRIu64
+                      " len=%u%s",
+                      n->id, c->index, c->offset, c->len, c->last ? " last" : "");
             if (c->offset == 0) {
                 buf_clear(&n->vstage);
                 n->vstage_index = c->index;
@@ -581,6 +585,20 @@ static int sim_check_status(struct sim *s, struct sim_node *n)
         return chk_fail(
             &s->chk, "commit: node %" PRIu64 " commit %" PRIu64 " beyond its last index %" PRIu64,
             n->id, st.commit, st.last_index);
+    /* §5.4.2 (Figure 8): a leader moves its commit index only onto an entry of its own term;
+     * older entries become committed indirectly, never by counting their replicas. */
+    bool leader = st.role == RAFT_LEADER;
+    if (leader && n->obs_leader && n->obs_term == st.term && st.commit > n->obs_commit) {
+        uint64_t t = 0;
+        if (raft_term_at(n->r, st.commit, &t) == 0 && t != st.term)
+            return chk_fail(&s->chk,
+                            "commitment (Figure 8): leader %" PRIu64 " of term %" PRIu64
+                            " advanced its commit index to %" PRIu64 ", an entry of term %" PRIu64,
+                            n->id, st.term, st.commit, t);
+    }
+    n->obs_leader = leader;
+    n->obs_term = st.term;
+    n->obs_commit = st.commit;
     /* Commitment is judged on what the node handed out. Raft may hold entries not handed out
      * yet (the next persist batch), even replacing a handed-out suffix: fold in only the prefix
      * where raft's log and the mirror agree (equal terms at an index mean equal prefixes). */
@@ -669,6 +687,7 @@ static int sim_node_start(struct sim *s, struct sim_node *n)
     n->gen++;
     n->writing = false;
     n->props_len = n->reads_len = 0;
+    n->obs_leader = false;
 
     int idx = sim_idx(n);
     struct sim_disk *d = &n->disk;

@@ -59,6 +59,8 @@ struct sim_config {
     bool no_check_quorum;     /* scenarios: turn check-quorum off */
     uint64_t max_steps;       /* sim_run: heal after this many steps at most (0 = no bound) */
     uint32_t max_msg_bytes;   /* raft's bound on entry bytes per append; default 2048 */
+    bool no_wire_check;       /* skip the persistence check on sent messages (to see whether a
+                                 persistence bug is also caught by its consequences) */
 };
 
 struct sim_stats {

@@ -95,6 +95,8 @@ struct sim_node {
     uint64_t sm_index, sm_chain;
     struct raft_config sm_config;
     uint64_t compact_every; /* compact when this many entries were applied since the last */
+    bool obs_leader;        /* last status seen: leader in obs_term with commit obs_commit */
+    uint64_t obs_term, obs_commit;
 
     struct sim_prop props[SIM_PROPS_MAX];
     size_t props_len;
