@@ -7,7 +7,8 @@ set -eu
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev libnghttp2-dev libprotobuf-c-dev
             protobuf-c-compiler liblmdb-dev libssl-dev libmicrohttpd-dev)
-test_pkgs=(clang libclang-rt-14-dev etcd-server etcd-client iproute2 iptables procps psmisc)
+test_pkgs=(clang libclang-rt-14-dev etcd-server etcd-client iproute2 iptables procps psmisc
+           python3 curl)
 
 pkgs=("${build_pkgs[@]}")
 [ "${1:-}" = "--build" ] || pkgs+=("${test_pkgs[@]}")
