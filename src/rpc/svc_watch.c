@@ -318,7 +318,8 @@ static int on_hub(void *ctx, const struct mvcc_watch_batch *b)
             st->broken = true; /* ended by the next tick, outside the hub's iteration */
         return 0;
     }
-    if (st->q_head)
+    /* Refuse before encoding: a stalled client must not cost an encoding per step. */
+    if (st->q_head || !rpc_call_writable(st->call))
         return BATON_EBUSY;
     if (b->events_len == 0) {
         struct wresp r = {.header_rev = b->header_revision, .watch_id = w->id};

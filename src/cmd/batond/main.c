@@ -204,6 +204,16 @@ STATUS_GAUGE(g_db_size, db_size)
 STATUS_GAUGE(g_db_in_use, db_size_in_use)
 STATUS_GAUGE(g_revision, revision)
 
+static double g_watchers(void *ctx)
+{
+    return (double)mvcc_watch_count(server_store(((struct batond *)ctx)->srv));
+}
+
+static double g_slow_watchers(void *ctx)
+{
+    return (double)mvcc_watch_unsynced_count(server_store(((struct batond *)ctx)->srv));
+}
+
 static void register_metrics(struct batond *b)
 {
     struct metrics *m = b->metrics;
@@ -222,6 +232,9 @@ static void register_metrics(struct batond *b)
                        "Bytes of the data file in use.", "", g_db_in_use, b);
     metrics_gauge_func(m, "etcd_debugging_mvcc_current_revision", "The store's revision.", "",
                        g_revision, b);
+    metrics_gauge_func(m, "etcd_debugging_mvcc_watcher_total", "Watchers.", "", g_watchers, b);
+    metrics_gauge_func(m, "etcd_debugging_mvcc_slow_watcher_total",
+                       "Watchers behind (catching up from the store).", "", g_slow_watchers, b);
 }
 
 static void on_metrics(void *ctx, struct http_request *req)
