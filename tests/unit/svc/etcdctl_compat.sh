@@ -19,9 +19,12 @@ trap cleanup EXIT
 [ -n "${KEEP:-}" ] && trap - EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 SECONDS=0
+# The system interpreter: a version-manager shim costs seconds per call on a loaded machine.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
 
 free_port() {
-    python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
+    "$PY" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
 }
 
 # run_n <lines> <command...>: runs a command that never ends by itself (watch, keep-alive) until
@@ -69,7 +72,7 @@ scenario() {
         run_n 9 $E watch --rev=1 bar foo/b
         echo "t=$SECONDS" >&3; echo "## live watch"
         local rev
-        rev=$($E get bar -w json | python3 -c 'import json,sys;print(json.load(sys.stdin)["header"]["revision"])')
+        rev=$($E get bar -w json | "$PY" -c 'import json,sys;print(json.load(sys.stdin)["header"]["revision"])')
         $E put live v1; $E del live
         run_n 6 $E watch --rev=$((rev + 1)) live
         echo "t=$SECONDS" >&3; echo "## compact and watch from a compacted revision"
@@ -108,7 +111,7 @@ scenario() {
         $E lease timetolive $S
     } 3>>"$T/times.$2" > "$out" 2>&1
     # Lease ids are random: number them in order of appearance.
-    python3 - "$out" <<'PY'
+    "$PY" - "$out" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 ids = {}
@@ -185,11 +188,19 @@ e 3 lease revoke "$L" >/dev/null || fail "revoke on member 3"
 got=$(e 2 lease keep-alive --once "$L" 2>&1)
 [ "$got" = "Error: etcdserver: requested lease not found" ] || fail "keep-alive after revoke: $got"
 # Expiry, detected by the leader, seen on every member; a watch on one member sees it.
-rev=$(e 1 get x -w json | python3 -c 'import json,sys;print(json.load(sys.stdin)["header"]["revision"])')
+rev=$(e 1 get x -w json | "$PY" -c 'import json,sys;print(json.load(sys.stdin)["header"]["revision"])')
 S=$(e 2 lease grant 2 | awk '{print $2}')
 e 3 put c/short v --lease="$S" >/dev/null || fail "put short"
 got=$(run_n 6 e 1 watch --rev=$((rev + 1)) c/short | tr '\n' ' ')
 [ "$got" = "PUT c/short v DELETE c/short  " ] || fail "watch on member 1 of the expiry: $got"
 for i in 2 3; do [ -z "$(e $i get c/short)" ] || fail "member $i: short key still there"; done
 echo "three members: lease operations and watch through each member (${SECONDS}s)"
+# Stop the members gracefully; their logs must hold no sanitizer report.
+for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+PIDS=()
+if grep -l "ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer" "$T"/*.log; then
+    grep -h -A20 "ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer" "$T"/*.log | head -60
+    fail "sanitizer report in a batond log"
+fi
 echo "PASS (${SECONDS}s)"
