@@ -169,7 +169,8 @@ static void conn_pump(struct conn *c, int wait_ms)
 struct watch {
     struct rpc_client_call *call;
     int64_t watch_id;
-    int created, canceled, progress, fragments, closed;
+    int created, canceled, progress, fragments, closed, deletes;
+    int64_t last_id; /* watch_id of the last response */
     int64_t compact_revision;
     int events;
     int64_t next_rev; /* events must come in revision order, none missing */
@@ -198,12 +199,14 @@ static void on_watch_message(struct rpc_client_call *call, const uint8_t *data, 
     if (!r->created && !r->canceled && r->n_events == 0)
         w->progress++;
     w->fragments += r->fragment;
+    w->last_id = r->watch_id;
     for (size_t i = 0; i < r->n_events; i++) {
         const Mvccpb__KeyValue *kv = r->events[i]->kv;
         if (w->next_rev && kv->mod_revision != w->next_rev)
             w->order_ok = false;
         w->next_rev = kv->mod_revision + 1;
         w->value_bytes += kv->value.len;
+        w->deletes += r->events[i]->type == MVCCPB__EVENT__EVENT_TYPE__DELETE;
         w->events++;
     }
     arena_free(&a);
@@ -488,6 +491,46 @@ TEST(progress_fragment_cancel)
     CHECK_EQ(wd.created, 2);
     CHECK_EQ(wd.canceled, 1);
     CHECK_EQ(wd.watch_id, -1);
+
+    /* Filter NOPUT: a put then a delete give one DELETE event. */
+    struct watch wn;
+    watch_start(&c, &wn);
+    Etcdserverpb__WatchCreateRequest nc = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+    nc.key = (ProtobufCBinaryData){2, (uint8_t *)"n/"};
+    nc.range_end = (ProtobufCBinaryData){2, (uint8_t *)"n0"};
+    Etcdserverpb__WatchCreateRequest__FilterType filters[1] = {
+        ETCDSERVERPB__WATCH_CREATE_REQUEST__FILTER_TYPE__NOPUT};
+    nc.filters = filters;
+    nc.n_filters = 1;
+    rr.create_request = &nc;
+    CHECK_OK(rpc_client_call_send(wn.call, &rr.base));
+    wait_for(&c, created, &wn);
+    puts_run(&c, "n/", 1, 1);
+    Etcdserverpb__DeleteRangeRequest dr = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
+    dr.key = (ProtobufCBinaryData){7, (uint8_t *)"n/00000"};
+    struct puts pd = {.prefix = "del", .started = 1, .total = 1};
+    struct rpc_client_call *dc;
+    CHECK_OK(rpc_client_unary(c.cl, "/etcdserverpb.KV/DeleteRange", &dr.base, 30000, &put_cbs, &pd,
+                              &dc));
+    end = mono_ms() + WAIT_MS;
+    while ((wn.events < 1 || !pd.done) && mono_ms() < end)
+        conn_pump(&c, 10);
+    CHECK_EQ(pd.failed, 0);
+    CHECK_EQ(wn.events, 1);
+    CHECK_EQ(wn.deletes, 1);
+
+    /* A progress request: one response for the stream, watch_id -1 (etcd 3.4). */
+    Etcdserverpb__WatchProgressRequest pr = ETCDSERVERPB__WATCH_PROGRESS_REQUEST__INIT;
+    Etcdserverpb__WatchRequest prr = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    prr.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_PROGRESS_REQUEST;
+    prr.progress_request = &pr;
+    int before = wn.progress;
+    CHECK_OK(rpc_client_call_send(wn.call, &prr.base));
+    end = mono_ms() + WAIT_MS;
+    while (wn.progress == before && mono_ms() < end)
+        conn_pump(&c, 10);
+    CHECK_EQ(wn.progress, before + 1);
+    CHECK_EQ(wn.last_id, -1);
     conn_close(&c);
     kill_batond();
 }
