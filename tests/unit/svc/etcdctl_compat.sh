@@ -23,8 +23,19 @@ SECONDS=0
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
+# free_port VAR: a port nobody listens on now, distinct from those handed out before (no
+# subshell, so that USED remembers).
+USED=" "
 free_port() {
-    "$PY" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
+    local p
+    for _ in $(seq 1 50); do
+        p=$("$PY" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+        case "$USED" in *" $p "*) continue ;; esac
+        USED="$USED$p "
+        printf -v "$1" '%s' "$p"
+        return
+    done
+    fail "no free port"
 }
 
 # run_n <lines> <command...>: runs a command that never ends by itself (watch, keep-alive) until
@@ -138,9 +149,9 @@ start_batond() { # name dir client peer metrics cluster
 }
 
 # ---- One member vs etcd ----------------------------------------------------------------------
-BC=$(free_port); BP=$(free_port); BM=$(free_port)
+free_port BC; free_port BP; free_port BM
 start_batond b1 "$T/b1" "$BC" "$BP" "$BM" "b1=http://127.0.0.1:$BP"
-EC=$(free_port); EP=$(free_port)
+free_port EC; free_port EP
 "$ETCD" --name e1 --data-dir "$T/etcd" --listen-client-urls "http://127.0.0.1:$EC" \
     --advertise-client-urls "http://127.0.0.1:$EC" --listen-peer-urls "http://127.0.0.1:$EP" \
     --initial-advertise-peer-urls "http://127.0.0.1:$EP" --initial-cluster "e1=http://127.0.0.1:$EP" \
@@ -163,7 +174,7 @@ grep -q "short-lived key gone: yes" "$T/batond.txt" || fail "short lease did not
 # ---- Three members: lease operations through followers ---------------------------------------
 C=(); P=(); M=(); CL=""
 for i in 1 2 3; do
-    C[$i]=$(free_port); P[$i]=$(free_port); M[$i]=$(free_port)
+    free_port "C[$i]"; free_port "P[$i]"; free_port "M[$i]"
     CL="$CL${CL:+,}m$i=http://127.0.0.1:${P[$i]}"
 done
 for i in 1 2 3; do start_batond "m$i" "$T/m$i" "${C[$i]}" "${P[$i]}" "${M[$i]}" "$CL"; done
