@@ -107,7 +107,10 @@ static void on_wal_wake(void *ctx)
 
 static void on_tick(void *ctx)
 {
-    server_tick(((struct batond *)ctx)->srv);
+    struct batond *b = ctx;
+    server_tick(b->srv);
+    if (b->svc)
+        services_tick(b->svc);
 }
 
 static void on_peer_message(void *ctx, uint64_t from, const uint8_t *data, size_t len)
@@ -201,6 +204,16 @@ STATUS_GAUGE(g_db_size, db_size)
 STATUS_GAUGE(g_db_in_use, db_size_in_use)
 STATUS_GAUGE(g_revision, revision)
 
+static double g_watchers(void *ctx)
+{
+    return (double)mvcc_watch_count(server_store(((struct batond *)ctx)->srv));
+}
+
+static double g_slow_watchers(void *ctx)
+{
+    return (double)mvcc_watch_unsynced_count(server_store(((struct batond *)ctx)->srv));
+}
+
 static void register_metrics(struct batond *b)
 {
     struct metrics *m = b->metrics;
@@ -219,6 +232,9 @@ static void register_metrics(struct batond *b)
                        "Bytes of the data file in use.", "", g_db_in_use, b);
     metrics_gauge_func(m, "etcd_debugging_mvcc_current_revision", "The store's revision.", "",
                        g_revision, b);
+    metrics_gauge_func(m, "etcd_debugging_mvcc_watcher_total", "Watchers.", "", g_watchers, b);
+    metrics_gauge_func(m, "etcd_debugging_mvcc_slow_watcher_total",
+                       "Watchers behind (catching up from the store).", "", g_slow_watchers, b);
 }
 
 static void on_metrics(void *ctx, struct http_request *req)
@@ -353,7 +369,8 @@ static int start_clients(struct batond *b, char *err, size_t err_len)
     rc_cfg.recv_msg_max_bytes = b->f.max_request_bytes + 512 * 1024;
     rc_cfg.log = &b->log;
     int rc = rpc_server_create(&rc_cfg, &b->rpc);
-    struct services_config sc = {b->f.max_request_bytes, b->f.max_txn_ops, &b->log};
+    struct services_config sc = {b->f.max_request_bytes, b->f.max_txn_ops, &b->log,
+                                 b->f.watch_progress_ms};
     if (!rc)
         rc = services_create(b->rpc, b->srv, &sc, &b->svc);
     for (int i = 0; !rc && i < b->f.listen_client.len; i++) {
