@@ -15,6 +15,10 @@ int services_create(struct rpc_server *rs, struct server *s, const struct servic
     if (!sv->cfg.max_txn_ops)
         sv->cfg.max_txn_ops = 128;
     int rc = svc_kv_register(sv);
+    if (!rc)
+        rc = svc_watch_register(sv);
+    if (!rc)
+        rc = svc_lease_register(sv);
     if (rc) {
         free(sv);
         return rc;
@@ -23,7 +27,14 @@ int services_create(struct rpc_server *rs, struct server *s, const struct servic
     return 0;
 }
 
+void services_tick(struct services *sv)
+{
+    svc_watch_tick(sv);
+}
+
 void services_destroy(struct services *sv)
 {
+    svc_watch_destroy(sv);
+    svc_lease_destroy(sv);
     free(sv);
 }

@@ -14,6 +14,7 @@ struct services_config {
     uint64_t max_request_bytes; /* etcd's --max-request-bytes: larger proposals are refused */
     uint32_t max_txn_ops;
     const struct log_sink *log;
+    uint32_t watch_progress_ms; /* progress_notify interval; 0: etcd's 10 minutes */
 };
 
 struct services;
@@ -21,6 +22,8 @@ struct services;
 /* Registers every service on rs. s and rs are borrowed and must outlive the services. */
 int services_create(struct rpc_server *rs, struct server *s, const struct services_config *cfg,
                     struct services **out);
+/* Periodic work (call at the member's tick rate): watch catch-up and progress notifications. */
+void services_tick(struct services *sv);
 /* Cancels what the services hold (watchers, keep-alive streams). */
 void services_destroy(struct services *sv);
 

@@ -12,6 +12,8 @@ struct services {
     struct rpc_server *rs;
     struct server *s;
     struct services_config cfg;
+    struct wstream *watch_streams; /* svc_watch.c */
+    struct ka_stream *ka_streams;  /* svc_lease.c */
 };
 
 /* A ResponseHeader for now (revision: the store's current one unless rev > 0). */
@@ -23,5 +25,12 @@ struct mvcc_bytes svc_bytes(ProtobufCBinaryData b);
 void svc_finish_err(struct rpc_call *call, int err);
 
 int svc_kv_register(struct services *sv);
+int svc_watch_register(struct services *sv);
+/* Flushes queued watch responses, sends progress notifications, feeds watchers behind. */
+void svc_watch_tick(struct services *sv);
+/* Cancels every watcher (the store may close next); streams are freed when their calls end. */
+void svc_watch_destroy(struct services *sv);
+int svc_lease_register(struct services *sv);
+void svc_lease_destroy(struct services *sv);
 
 #endif

@@ -68,6 +68,8 @@ static const struct flag_def flag_defs[] = {
      "Maximum client request size in bytes."},
     {"max-txn-ops", F_U32, OFF(max_txn_ops), 0, "128",
      "Maximum number of operations in a transaction."},
+    {"watch-progress-notify-interval-ms", F_U32, OFF(watch_progress_ms), 0, "600000",
+     "Interval of progress notifications to watchers that asked for them."},
     {"auto-compaction-mode", F_COMPMODE, 0, 0, "periodic",
      "Interpret auto-compaction-retention as: periodic | revision."},
     {"auto-compaction-retention", F_RETAIN, 0, 0, "0",
@@ -336,6 +338,7 @@ static void flags_defaults(struct batond_flags *f)
     f->snapshot_count = 100000;
     f->max_request_bytes = 1572864;
     f->max_txn_ops = 128;
+    f->watch_progress_ms = 600000;
     char e[128];
     parse_urls("", "http://127.0.0.1:2379", &f->listen_client, e, sizeof(e));
     f->advertise_client = f->listen_client;

@@ -52,6 +52,7 @@ struct batond_flags {
     uint64_t quota_backend_bytes; /* 0: the default (2 GiB) */
     uint64_t max_request_bytes;
     uint32_t max_txn_ops;
+    uint32_t watch_progress_ms; /* etcd: 10 minutes, not a flag there */
     enum flags_compaction_mode auto_compaction_mode;
     uint64_t auto_compaction_retention; /* ms for periodic, revisions for revision; 0: off */
     char restore_path[FLAGS_PATH_MAX];  /* --restore FILE: build data_dir from a snapshot */

@@ -107,7 +107,10 @@ static void on_wal_wake(void *ctx)
 
 static void on_tick(void *ctx)
 {
-    server_tick(((struct batond *)ctx)->srv);
+    struct batond *b = ctx;
+    server_tick(b->srv);
+    if (b->svc)
+        services_tick(b->svc);
 }
 
 static void on_peer_message(void *ctx, uint64_t from, const uint8_t *data, size_t len)
@@ -353,7 +356,8 @@ static int start_clients(struct batond *b, char *err, size_t err_len)
     rc_cfg.recv_msg_max_bytes = b->f.max_request_bytes + 512 * 1024;
     rc_cfg.log = &b->log;
     int rc = rpc_server_create(&rc_cfg, &b->rpc);
-    struct services_config sc = {b->f.max_request_bytes, b->f.max_txn_ops, &b->log};
+    struct services_config sc = {b->f.max_request_bytes, b->f.max_txn_ops, &b->log,
+                                 b->f.watch_progress_ms};
     if (!rc)
         rc = services_create(b->rpc, b->srv, &sc, &b->svc);
     for (int i = 0; !rc && i < b->f.listen_client.len; i++) {
