@@ -69,7 +69,56 @@ for cmd in "user list" "role list" "user get nobody" "auth enable"; do
     b=$(etcdctl --endpoints="127.0.0.1:$BC" $cmd 2>&1 | grep -v '^{"level"'; echo "exit=${PIPESTATUS[0]}")
     [ "$e" = "$b" ] || fail "etcdctl $cmd: etcd said [$e], batond said [$b]"
 done
-echo "etcdctl auth: identical"
+echo "t=${SECONDS}s etcdctl auth: identical"
+
+# ---- etcdctl elect: two campaigners and an observer, on both servers --------------------------
+# wait_lines <file> <n>: until the file has n lines (bounded: 15 s).
+wait_lines() {
+    for _ in $(seq 1 150); do
+        [ "$(wc -l <"$1")" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# elect_scenario <endpoint> <dir>: the first campaigner wins, the second waits until the first's
+# lease is revoked (etcdctl 3.4 elect has no --ttl: its sessions live 60 s after a kill -9); the
+# observer sees both. Lease ids become LEASE.
+elect_scenario() {
+    local E="etcdctl --endpoints=$1" d=$2
+    mkdir -p "$d"
+    $E elect el p1 >"$d/c1" 2>&1 &
+    local c1=$!
+    PIDS+=($c1)
+    wait_lines "$d/c1" 2 || echo "first campaigner did not win"
+    $E elect -l el >"$d/obs" 2>&1 &
+    local ob=$!
+    PIDS+=($ob)
+    $E elect el p2 >"$d/c2" 2>&1 &
+    local c2=$!
+    PIDS+=($c2)
+    wait_lines "$d/obs" 2 || echo "observer saw nothing"
+    sleep 1
+    echo "second campaigner lines while the first leads: $(wc -l <"$d/c2")"
+    $E lease revoke "$(head -1 "$d/c1" | sed 's#^el/##')" >/dev/null
+    wait_lines "$d/c2" 2 || echo "second campaigner never won"
+    wait_lines "$d/obs" 4 || echo "observer did not see the second leader"
+    kill -9 $c1 $c2 $ob
+    wait $c1 $c2 $ob 2>/dev/null
+    head -2 "$d/c1" >"$d/c1.head"
+    mv "$d/c1.head" "$d/c1"
+    for f in c1 c2 obs; do
+        echo "## $f"
+        sed -E 's#^el/[0-9a-f]+$#el/LEASE#' "$d/$f"
+    done
+}
+elect_scenario "127.0.0.1:$EC" "$T/ee" >"$T/elect.etcd" &
+EE=$!
+elect_scenario "127.0.0.1:$BC" "$T/eb" >"$T/elect.batond"
+wait $EE
+diff "$T/elect.etcd" "$T/elect.batond" || fail "etcdctl elect differs (< etcd, > batond)"
+grep -qx "second campaigner lines while the first leads: 0" "$T/elect.batond" ||
+    fail "etcdctl elect: $(cat "$T/elect.batond")"
+echo "t=${SECONDS}s etcdctl elect: identical to etcd"
 
 # ---- etcdctl lock: two lockers on batond --------------------------------------------------------
 E="etcdctl --endpoints=127.0.0.1:$BC"
