@@ -19,6 +19,12 @@ int services_create(struct rpc_server *rs, struct server *s, const struct servic
         rc = svc_watch_register(sv);
     if (!rc)
         rc = svc_lease_register(sv);
+    if (!rc)
+        rc = svc_election_register(sv);
+    if (!rc)
+        rc = svc_lock_register(sv);
+    if (!rc)
+        rc = svc_auth_register(sv);
     if (rc) {
         free(sv);
         return rc;
@@ -30,11 +36,13 @@ int services_create(struct rpc_server *rs, struct server *s, const struct servic
 void services_tick(struct services *sv)
 {
     svc_watch_tick(sv);
+    svc_recipe_tick(sv);
 }
 
 void services_destroy(struct services *sv)
 {
     svc_watch_destroy(sv);
     svc_lease_destroy(sv);
+    svc_recipe_destroy(sv);
     free(sv);
 }

@@ -14,6 +14,8 @@ struct services {
     struct services_config cfg;
     struct wstream *watch_streams; /* svc_watch.c */
     struct ka_stream *ka_streams;  /* svc_lease.c */
+    struct svc_recipe *recipes;    /* svc_election.c: Campaign, Lock, Observe calls held */
+    size_t recipes_len;
 };
 
 /* A ResponseHeader for now (revision: the store's current one unless rev > 0). */
@@ -32,5 +34,23 @@ void svc_watch_tick(struct services *sv);
 void svc_watch_destroy(struct services *sv);
 int svc_lease_register(struct services *sv);
 void svc_lease_destroy(struct services *sv);
+
+/* svc_election.c, svc_lock.c, svc_auth.c */
+int svc_election_register(struct services *sv);
+int svc_lock_register(struct services *sv);
+int svc_auth_register(struct services *sv);
+/* Campaign (lock false) or Lock: creates "<name>/<lease hex>" and answers call once every key
+ * under "<name>/" created before it is gone. 0 (the call is answered or held), or an error
+ * (nothing was done: the caller ends the call). */
+int svc_recipe_start(struct services *sv, struct rpc_call *call, bool lock,
+                     ProtobufCBinaryData name, int64_t lease, ProtobufCBinaryData value);
+void svc_recipe_on_cancel(struct rpc_call *call, int code, void *ctx);
+/* Looks again for the waiters whose watches fired (watch callbacks cannot read the store). */
+void svc_recipe_tick(struct services *sv);
+/* Cancels every watch and pending proposal; the calls are freed when they end. */
+void svc_recipe_destroy(struct services *sv);
+/* LockResponse {header, key} in a (svc_lock.c). */
+const ProtobufCMessage *svc_lock_response(struct arena *a, Etcdserverpb__ResponseHeader *h,
+                                          const uint8_t *key, size_t key_len);
 
 #endif
