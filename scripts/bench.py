@@ -249,7 +249,7 @@ def ratio(a, b):
 def table(results, a, extra):
     L = []
     L.append("baton vs etcd 3.4, %d member(s) on loopback, %d round(s), medians; "
-             "%.0f s measured after %.0f s warm-up per workload; key 16 B, value 256 B, %d keys"
+             "%g s measured after %g s warm-up per workload; key 16 B, value 256 B, %d keys"
              % (a.members, a.rounds, a.duration, a.warmup, a.keys))
     L.append("")
     L.append("| workload | figure | batond | etcd | batond/etcd | srv CPU us/op batond | etcd "

@@ -502,7 +502,7 @@ static void stream_on_close(struct rpc_client_call *call, int code, const char *
 static const struct rpc_client_callbacks stream_cbs = {.on_message = stream_on_message,
                                                        .on_close = stream_on_close};
 
-static int stream_open(struct run *r, struct stream *st)
+static int stream_open(struct stream *st)
 {
     struct rpc_client *cl = net_client_rpc(st->c->nc);
     const char *path =
@@ -560,7 +560,7 @@ static void grant_on_close(struct rpc_client_call *call, int code, const char *m
         fatal(r, m);
         return;
     }
-    if (!r->stopping && stream_open(r, st) != 0)
+    if (!r->stopping && stream_open(st) != 0)
         fatal(r, "opening a keepalive stream failed");
 }
 
@@ -689,7 +689,7 @@ static int run_setup(struct run *r)
             rc = rpc_client_unary(net_client_rpc(st->c->nc), "/etcdserverpb.Lease/LeaseGrant",
                                   &g.base, o->timeout_ms, &grant_cbs, st, &call);
         } else {
-            rc = stream_open(r, st);
+            rc = stream_open(st);
         }
         if (rc)
             return rc;
