@@ -427,6 +427,10 @@ int main(int argc, char **argv)
     }
     static struct bench_result res;
     int rc = bench_run(&o, &res);
+    if (rc && !res.unsupported) {
+        fprintf(stderr, "baton-bench: %s\n", res.fatal[0] ? res.fatal : baton_strerror(rc));
+        return 1;
+    }
     if (o.json)
         bench_report_json(&o, &res);
     else

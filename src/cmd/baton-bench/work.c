@@ -616,6 +616,9 @@ static void on_end(void *ctx)
             res->server_hwm_kb[i] = 0;
     r->recording = false;
     r->stopping = true;
+    if (r->o->workload == WL_STARTUP && res->startup_ms <= 0)
+        snprintf(res->fatal, sizeof(res->fatal), "no successful put within %.1f s",
+                 r->o->duration_s);
     net_loop_stop(r->loop);
 }
 
