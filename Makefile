@@ -1,7 +1,7 @@
 # The README's commands. Everything real lives in CMake; this file only strings steps together.
 #   make run     install what is missing, build, start a single-member batond
 #   make test    install what is missing, build (gcc + ASan/UBSan, and clang), run every test
-.PHONY: all deps build build-asan build-clang test fuzz run cluster cluster-stop chaos-short chaos chaos-calibrate clean format
+.PHONY: all deps build build-asan build-clang test fuzz run cluster cluster-stop chaos-short chaos chaos-calibrate bench bench-single clean format
 
 JOBS    ?= $(shell nproc)
 MAKEFLAGS += --no-print-directory
@@ -61,6 +61,15 @@ chaos: build
 	  --nodes $(NODES) --checker $(RELEASE)/tests/chaos/chaos_check
 chaos-calibrate: build
 	@tests/chaos/calibrate.sh --server $(CHAOS_SERVER) --checker $(RELEASE)/tests/chaos/chaos_check
+
+# batond against etcd 3.4 on loopback (release build), same workloads, medians over rounds;
+# ~10 min by default. BENCH_ARGS="--rounds 1 --duration 2" shortens it; SAVE=1 writes
+# bench/results/<date>.md. bench-single: one member each.
+BENCH_ARGS ?=
+bench: build
+	@scripts/bench.py --members 3 $(BENCH_ARGS)
+bench-single: build
+	@scripts/bench.py --members 1 $(BENCH_ARGS)
 
 format:
 	@git ls-files '*.c' '*.h' | xargs clang-format -i
