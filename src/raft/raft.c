@@ -1117,6 +1117,17 @@ static int handle_snapshot(struct raft *r, const struct raft_msg *m)
         send_after_persist(r, &resp);
         return 0;
     }
+    uint64_t t;
+    if (raft_log_term(&r->log, m->index, &t) && t == m->log_term) {
+        /* We hold the snapshot's last entry, so by Log Matching everything before it too: the
+         * snapshot only tells us that index is committed. Installing it would drop our entries
+         * after it, which we may have acknowledged and the leader may have counted (etcd's
+         * matchTerm fast-forward). */
+        commit_to(r, m->index);
+        struct raft_msg resp = {.type = RAFT_MSG_APPEND_RESP, .to = m->from, .index = r->commit};
+        send_after_persist(r, &resp);
+        return 0;
+    }
     if (m->last && (!m->config || !raft_config_valid(m->config)))
         return BATON_EPROTO;
     if (m->data_len > 0 && !m->data)

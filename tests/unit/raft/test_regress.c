@@ -5,6 +5,7 @@
 #include "raft/raft.h"
 #include "test.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 struct follower {
@@ -23,7 +24,12 @@ static void f_init(struct follower *f)
 {
     memset(f, 0, sizeof(*f));
     prng_seed(&f->rng, 7);
-    struct raft_options o = {.id = 1, .rng = &f->rng, .pre_vote = true, .check_quorum = true};
+    static const struct log_sink sink = {.fn = log_fn_stderr, .min_level = LOG_DEBUG};
+    struct raft_options o = {.id = 1,
+                             .rng = &f->rng,
+                             .pre_vote = true,
+                             .check_quorum = true,
+                             .log = getenv("RAFT_TEST_LOG") ? &sink : NULL};
     CHECK_OK(raft_create(&o, &f->r));
     struct raft_config conf = {.voters = {1, 2, 3}, .voters_len = 3};
     CHECK_OK(raft_bootstrap(f->r, &conf));
@@ -84,16 +90,17 @@ static void f_append(struct follower *f, uint64_t prev, uint64_t prev_term, uint
     f_drain(f);
 }
 
-static void f_chunk(struct follower *f, uint64_t index, uint64_t offset, uint32_t len, bool last)
+static void f_chunk_term(struct follower *f, uint64_t index, uint64_t term, uint64_t offset,
+                         uint32_t len, bool last)
 {
     static const uint8_t bytes[64];
     struct raft_config conf = {.voters = {1, 2, 3}, .voters_len = 3};
     struct raft_msg m = {.type = RAFT_MSG_SNAPSHOT,
                          .from = 2,
                          .to = 1,
-                         .term = 2,
+                         .term = term,
                          .index = index,
-                         .log_term = 2,
+                         .log_term = term,
                          .offset = offset,
                          .data = bytes,
                          .data_len = len,
@@ -101,6 +108,11 @@ static void f_chunk(struct follower *f, uint64_t index, uint64_t offset, uint32_
                          .config = &conf};
     CHECK_OK(raft_step(f->r, &m));
     f_drain(f);
+}
+
+static void f_chunk(struct follower *f, uint64_t index, uint64_t offset, uint32_t len, bool last)
+{
+    f_chunk_term(f, index, 2, offset, len, last);
 }
 
 /* Simulator seed 681: an ack waiting for its entries' batch must not survive a snapshot
@@ -115,7 +127,9 @@ TEST(regress_ack_dropped_when_snapshot_resets_log)
     CHECK(f.held != NULL);
     f_append(&f, 2, 2, 1, 1); /* entry 3: its ack waits for the next batch */
     f.limit = 2;
-    f_chunk(&f, 2, 0, 10, true); /* snapshot at 2 resets the log: entry 3 is gone */
+    /* A snapshot at 2 from a later term (our entry 2 conflicts with it) resets the log: entry 3
+     * is gone. */
+    f_chunk_term(&f, 2, 3, 0, 10, true);
     for (int i = 0; i < 4; i++)
         f_persist(&f);
     CHECK(f.install_seen);
@@ -145,5 +159,28 @@ TEST(regress_install_keeps_its_last_chunk)
     CHECK_EQ(f.chunks_seen, 2);
     CHECK_EQ(f.last_chunk_offset, 48); /* the staging file is complete: 32 + 16 bytes */
     f_persist(&f);
+    raft_destroy(f.r);
+}
+
+/* Simulator seed 5265: a follower whose log holds the snapshot's (index, term) must not install
+ * it: that would drop later entries it acknowledged. It only learns the commit index. */
+TEST(regress_snapshot_within_log_keeps_acknowledged_entries)
+{
+    struct follower f;
+    f_init(&f);
+    f_drain(&f);
+    f_persist(&f);
+    f_append(&f, 1, 1, 4, 1); /* entries 2..5 of term 2, commit stays 1 */
+    f_persist(&f);
+    f.limit = 0;
+    f_chunk(&f, 3, 0, 10, true); /* a stale snapshot at 3 (term 2) */
+    f_persist(&f);
+    CHECK(!f.install_seen);
+    CHECK_EQ(f.chunks_seen, 0);
+    struct raft_status s;
+    raft_status(f.r, &s);
+    CHECK_EQ(s.last_index, 5);
+    CHECK_EQ(s.commit, 3);
+    CHECK_GE(f.acks_above, 1); /* acknowledged at its commit index */
     raft_destroy(f.r);
 }
