@@ -15,7 +15,10 @@ int services_create(struct rpc_server *rs, struct server *s, const struct servic
     if (!sv->cfg.max_txn_ops)
         sv->cfg.max_txn_ops = 128;
     int rc = svc_kv_register(sv);
+    rc = rc ? rc : svc_cluster_register(sv);
+    rc = rc ? rc : svc_maint_register(sv);
     if (rc) {
+        svc_maint_destroy(sv);
         free(sv);
         return rc;
     }
@@ -25,5 +28,6 @@ int services_create(struct rpc_server *rs, struct server *s, const struct servic
 
 void services_destroy(struct services *sv)
 {
+    svc_maint_destroy(sv);
     free(sv);
 }

@@ -23,5 +23,7 @@ int services_create(struct rpc_server *rs, struct server *s, const struct servic
                     struct services **out);
 /* Cancels what the services hold (watchers, keep-alive streams). */
 void services_destroy(struct services *sv);
+/* Periodic work (snapshot copies that finished start streaming); call every ~100 ms. */
+void services_tick(struct services *sv);
 
 #endif

@@ -12,6 +12,7 @@ struct services {
     struct rpc_server *rs;
     struct server *s;
     struct services_config cfg;
+    struct maint *maint; /* svc_maint.c: snapshot streams in progress */
 };
 
 /* A ResponseHeader for now (revision: the store's current one unless rev > 0). */
@@ -23,5 +24,9 @@ struct mvcc_bytes svc_bytes(ProtobufCBinaryData b);
 void svc_finish_err(struct rpc_call *call, int err);
 
 int svc_kv_register(struct services *sv);
+int svc_cluster_register(struct services *sv);
+int svc_maint_register(struct services *sv);
+/* Ends the snapshot streams still open (their calls finish with "server stopped"). */
+void svc_maint_destroy(struct services *sv);
 
 #endif
