@@ -252,6 +252,8 @@ static void on_hashkv(struct rpc_call *call, const ProtobufCMessage *msg, void *
         svc_finish_err(call, rc);
         return;
     }
+    if (compact_rev == 0)
+        compact_rev = -1; /* etcd: never compacted */
     Etcdserverpb__HashKVResponse m = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
     m.header = svc_header(sv, rpc_call_arena(call), header_rev);
     m.hash = hash;
