@@ -75,8 +75,8 @@ FOLLOWER=$($PY -c 'import json,sys; d=json.load(open(sys.argv[1]))
 f=[x for x in d if x["Status"]["leader"]!=x["Status"]["header"]["member_id"]]
 print("%x %s" % (f[0]["Status"]["header"]["member_id"], f[0]["Endpoint"]) if f else "")' "$OUT/status.json")
 # Which member leads is not deterministic: name the leader and the target by role.
-printf 'DIR:%s\t<leader>\n' "$LEADER_EP" >>"$OUT/map"
-[ -n "$FOLLOWER" ] && printf 'DIR:%s\t<target>\n' "${FOLLOWER#* }" >>"$OUT/map"
+printf 'ROLE:%s\t<leader>\n' "$LEADER_EP" >>"$OUT/map"
+[ -n "$FOLLOWER" ] && printf 'ROLE:%s\t<target>\n' "${FOLLOWER#* }" >>"$OUT/map"
 if [ -n "$FOLLOWER" ]; then
     run --endpoints="$LEADER_EP" move-leader "${FOLLOWER%% *}"
     check "leader after move-leader is the target: $(etcdctl --endpoints="${FOLLOWER#* }" endpoint status -w json 2>/dev/null |
