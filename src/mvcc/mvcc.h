@@ -379,10 +379,20 @@ int mvcc_defrag_poll(struct mvcc_store *s, bool *done);
 int mvcc_defrag(struct mvcc_store *s);
 bool mvcc_defrag_running(const struct mvcc_store *s);
 
-/* ---- Copies for Raft snapshots ----------------------------------------------------------------
- * Writes a compacted, consistent copy of the data file (as of the last committed batch, which
- * holds the applied index) to fd. Between batches only: BATON_EBUSY inside a batch or during a
- * defragmentation. Blocks for the copy. */
-int mvcc_copy_fd(struct mvcc_store *s, int fd);
+/* ---- Snapshots (snapshot.c) ------------------------------------------------------------------
+ * mvcc_snapshot_copy writes a consistent, compacted copy of the data file to fd under an LMDB
+ * read transaction; it may run on another thread while the store is used, but not during a
+ * defragmentation's switch (do not start one while a copy runs) nor after mvcc_close. */
+int mvcc_snapshot_copy(struct mvcc_store *s, int fd);
+/* For a store restored from a snapshot: applied index and term back to 0 and the auxiliary
+ * table (the old cluster's Raft configuration and members) emptied, so the member bootstraps a
+ * new cluster on top of the data. Outside a batch. */
+int mvcc_snapshot_reset(struct mvcc_store *s);
+/* Builds the data file db_path (which must not exist) from a snapshot file: the database
+ * followed by its SHA-256 (etcdctl snapshot save's format, and ours). The checksum is verified
+ * before anything is written; then the copy is reset with mvcc_snapshot_reset. On error err
+ * names the path and the reason, and db_path is removed. 0, BATON_ECORRUPT, BATON_EINVAL,
+ * -errno. */
+int mvcc_snapshot_restore(const char *snap_path, const char *db_path, char *err, size_t err_len);
 
 #endif

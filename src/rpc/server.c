@@ -702,6 +702,7 @@ int rpc_conn_create(struct rpc_server *srv, rpc_notify_fn notify, void *notify_c
     nghttp2_option_set_stream_reset_rate_limit(opt, (uint64_t)c->cfg->resets_burst * 4,
                                                (uint64_t)c->cfg->resets_per_sec * 4);
     nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
+    nghttp2_option_set_no_http_messaging(opt, 1);
     int rv = nghttp2_session_server_new2(&c->h2, cbs, c, opt);
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);

@@ -25,7 +25,12 @@ int services_create(struct rpc_server *rs, struct server *s, const struct servic
         rc = svc_lock_register(sv);
     if (!rc)
         rc = svc_auth_register(sv);
+    if (!rc)
+        rc = svc_cluster_register(sv);
+    if (!rc)
+        rc = svc_maint_register(sv);
     if (rc) {
+        svc_maint_destroy(sv);
         free(sv);
         return rc;
     }
@@ -37,6 +42,7 @@ void services_tick(struct services *sv)
 {
     svc_watch_tick(sv);
     svc_recipe_tick(sv);
+    svc_maint_tick(sv);
 }
 
 void services_destroy(struct services *sv)
@@ -44,5 +50,6 @@ void services_destroy(struct services *sv)
     svc_watch_destroy(sv);
     svc_lease_destroy(sv);
     svc_recipe_destroy(sv);
+    svc_maint_destroy(sv);
     free(sv);
 }

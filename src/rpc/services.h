@@ -22,7 +22,8 @@ struct services;
 /* Registers every service on rs. s and rs are borrowed and must outlive the services. */
 int services_create(struct rpc_server *rs, struct server *s, const struct services_config *cfg,
                     struct services **out);
-/* Periodic work (call at the member's tick rate): watch catch-up and progress notifications. */
+/* Periodic work, at the member's tick rate: watch catch-up and progress notifications, waiters
+ * of elections and locks, snapshot copies that finished and can start streaming. */
 void services_tick(struct services *sv);
 /* Cancels what the services hold (watchers, keep-alive streams). */
 void services_destroy(struct services *sv);

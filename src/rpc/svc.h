@@ -16,6 +16,7 @@ struct services {
     struct ka_stream *ka_streams;  /* svc_lease.c */
     struct svc_recipe *recipes;    /* svc_election.c: Campaign, Lock, Observe calls held */
     size_t recipes_len;
+    struct maint *maint; /* svc_maint.c: snapshot streams in progress */
 };
 
 /* A ResponseHeader for now (revision: the store's current one unless rev > 0). */
@@ -52,5 +53,11 @@ void svc_recipe_destroy(struct services *sv);
 /* LockResponse {header, key} in a (svc_lock.c). */
 const ProtobufCMessage *svc_lock_response(struct arena *a, Etcdserverpb__ResponseHeader *h,
                                           const uint8_t *key, size_t key_len);
+int svc_cluster_register(struct services *sv);
+int svc_maint_register(struct services *sv);
+/* Ends the snapshot streams still open (their calls finish with "server stopped"). */
+void svc_maint_destroy(struct services *sv);
+/* Snapshot copies that finished start streaming. */
+void svc_maint_tick(struct services *sv);
 
 #endif

@@ -590,6 +590,13 @@ bool server_member_is_learner(struct server *s, uint64_t id)
     return raft_config_is_learner(&st.config, id);
 }
 
+bool server_member_in_config(struct server *s, uint64_t id)
+{
+    struct raft_status st;
+    raft_status(s->raft, &st);
+    return raft_config_is_voter(&st.config, id) || raft_config_is_learner(&st.config, id);
+}
+
 void server_status(struct server *s, struct server_status *out)
 {
     struct raft_status st;

@@ -201,6 +201,8 @@ void server_call_cancel(struct server_call *call);
  * The array stays valid until the next call into the server. */
 const struct server_member *server_members(struct server *s, int *len);
 bool server_member_is_learner(struct server *s, uint64_t id);
+/* Whether id is a voter or a learner in the configuration in effect. */
+bool server_member_in_config(struct server *s, uint64_t id);
 
 /* State for reads and status. */
 struct mvcc_store *server_store(struct server *s);

@@ -92,7 +92,7 @@ static int snapshot_create(struct server *s, uint64_t index, uint64_t term)
     if (fd < 0)
         return -errno;
     struct wal_snap_writer *w = NULL;
-    int rc = mvcc_copy_fd(s->store, fd);
+    int rc = mvcc_snapshot_copy(s->store, fd);
     if (!rc)
         rc = wal_snap_create(s->dir.snap, NULL, index, term, &w);
     if (!rc)

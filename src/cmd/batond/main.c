@@ -470,6 +470,29 @@ static void shutdown_all(struct batond *b)
     server_datadir_close(&b->dir);
 }
 
+/* --restore: the new data directory gets the snapshot's data as its store; the member then
+ * bootstraps the cluster --initial-cluster describes on top of it (as after `etcdctl snapshot
+ * restore`). On failure the directories just created are removed again. */
+static int restore_snapshot(struct batond *b, char *err, size_t err_len)
+{
+    if (!b->dir.fresh) {
+        snprintf(err, err_len,
+                 "%s: the data directory already holds a member; restore into a new one",
+                 b->dir.member);
+        return BATON_EEXIST;
+    }
+    int rc = mvcc_snapshot_restore(b->f.restore_path, b->dir.db, err, err_len);
+    if (rc) {
+        rmdir(b->dir.wal);
+        rmdir(b->dir.snap);
+        rmdir(b->dir.member);
+        return rc;
+    }
+    log_write(&b->log, LOG_INFO, "msg=\"restored snapshot\" file=%s db=%s", b->f.restore_path,
+              b->dir.db);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct batond b;
@@ -493,10 +516,6 @@ int main(int argc, char **argv)
                   "msg=\"flag accepted for etcd compatibility and ignored\" "
                   "flag=--%s",
                   b.f.ignored[i]);
-    if (b.f.restore_path[0]) {
-        fprintf(stderr, "batond: --restore: not supported yet\n");
-        return 1;
-    }
     int rc = compute_ids(&b, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "batond: %s\n", err);
@@ -505,6 +524,11 @@ int main(int argc, char **argv)
     rc = server_datadir_open(b.f.data_dir, &b.dir, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "batond: %s\n", err);
+        return 1;
+    }
+    if (b.f.restore_path[0] && restore_snapshot(&b, err, sizeof(err)) != 0) {
+        fprintf(stderr, "batond: --restore: %s\n", err);
+        server_datadir_close(&b.dir);
         return 1;
     }
     err[0] = 0;
