@@ -477,7 +477,7 @@ static int restore_snapshot(struct batond *b, char *err, size_t err_len)
 {
     if (!b->dir.fresh) {
         snprintf(err, err_len,
-                 "%s: the data directory already holds a member; restore into a new one",
+                 "%.900s: the data directory already holds a member; restore into a new one",
                  b->dir.member);
         return BATON_EEXIST;
     }
