@@ -20,12 +20,12 @@ Etcdserverpb__ResponseHeader *svc_header(struct services *sv, struct arena *a, i
     if (!h)
         return NULL;
     etcdserverpb__response_header__init(h);
-    struct server_status st;
-    server_status(sv->s, &st);
-    h->cluster_id = st.cluster_id;
-    h->member_id = st.member_id;
-    h->revision = rev > 0 ? rev : st.revision;
-    h->raft_term = st.term;
+    struct server_header sh;
+    server_header(sv->s, &sh);
+    h->cluster_id = sh.cluster_id;
+    h->member_id = sh.member_id;
+    h->revision = rev > 0 ? rev : sh.revision;
+    h->raft_term = sh.term;
     return h;
 }
 

@@ -98,12 +98,35 @@ void server_on_peer_frame(struct server *s, uint64_t from, const uint8_t *data, 
     server_process(s);
 }
 
+/* The transport saw a peer's process die. When it was our leader, every follower hears it at
+ * the same moment; if all campaigned at once they would grant each other's pre-votes and then
+ * split the real vote, falling back to the full randomized election timeout. So the followers
+ * report the death to Raft in a fixed order: the k-th of the remaining voters by id waits k
+ * steps of election/30 ticks. An early one is refused by those still in the leader's lease;
+ * the first whose already-reporting peers make a majority wins, with no vote split. */
 void server_on_peer_down(struct server *s, uint64_t peer)
 {
     if (s->failed)
         return;
-    raft_peer_down(s->raft, peer);
-    server_process(s);
+    if (peer != s->leader || peer == s->o.member_id) {
+        raft_peer_down(s->raft, peer);
+        server_process(s);
+        return;
+    }
+    struct raft_status st;
+    raft_status(s->raft, &st);
+    uint32_t rank = 0;
+    for (uint32_t i = 0; i < st.config.voters_len; i++)
+        if (st.config.voters[i] != peer && st.config.voters[i] < s->o.member_id)
+            rank++;
+    uint32_t step = BATON_MAX(1, s->o.election_ticks / 30);
+    s->down_peer = peer;
+    s->down_ticks = rank * step;
+    if (s->down_ticks == 0) {
+        s->down_peer = 0;
+        raft_peer_down(s->raft, peer);
+        server_process(s);
+    }
 }
 
 /* ---- Persisting --------------------------------------------------------------------------------
@@ -313,6 +336,10 @@ void server_tick(struct server *s)
     if (s->failed)
         return;
     raft_tick(s->raft);
+    if (s->down_peer && --s->down_ticks == 0) {
+        raft_peer_down(s->raft, s->down_peer);
+        s->down_peer = 0;
+    }
     calls_expire(s, now_ms(s));
     if (s->was_leader) {
         /* Expired leases are revoked through Raft, at most a bounded number per tick. */
@@ -507,7 +534,7 @@ int server_open(const struct server_options *o, struct server **out, char *err, 
     raft_options_default(&ro);
     ro.id = o->member_id;
     ro.election_ticks = o->election_ticks;
-    ro.heartbeat_ticks = 1;
+    ro.heartbeat_ticks = o->heartbeat_ticks ? o->heartbeat_ticks : 1;
     ro.pre_vote = true;
     ro.check_quorum = true;
     ro.rng = &s->rng;
@@ -595,6 +622,14 @@ bool server_member_in_config(struct server *s, uint64_t id)
     struct raft_status st;
     raft_status(s->raft, &st);
     return raft_config_is_voter(&st.config, id) || raft_config_is_learner(&st.config, id);
+}
+
+void server_header(struct server *s, struct server_header *h)
+{
+    h->cluster_id = s->o.cluster_id;
+    h->member_id = s->o.member_id;
+    h->term = s->term;
+    h->revision = mvcc_rev(s->store);
 }
 
 void server_status(struct server *s, struct server_status *out)

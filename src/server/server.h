@@ -104,9 +104,10 @@ struct server_options {
     uint64_t cluster_id;
     const char *name;
     const struct server_datadir *dir;
-    uint32_t tick_ms;        /* heartbeat interval; server_tick is called at this rate */
-    uint32_t election_ticks; /* election timeout / tick_ms */
-    uint64_t snapshot_count; /* applied entries between log compactions */
+    uint32_t tick_ms;         /* server_tick is called at this rate */
+    uint32_t heartbeat_ticks; /* heartbeat interval / tick_ms (0: 1) */
+    uint32_t election_ticks;  /* election timeout / tick_ms */
+    uint64_t snapshot_count;  /* applied entries between log compactions */
     uint64_t quota_bytes;
     uint32_t max_txn_ops;
     uint32_t request_timeout_ms; /* proposals and reads fail with "request timed out" after */
@@ -213,5 +214,12 @@ struct server_status {
     uint64_t db_size_in_use, db_size;
 };
 void server_status(struct server *s, struct server_status *st);
+/* What every response header carries, without server_status's file-size look-up: cheap enough
+ * to call per response. */
+struct server_header {
+    uint64_t cluster_id, member_id, term;
+    int64_t revision;
+};
+void server_header(struct server *s, struct server_header *h);
 
 #endif

@@ -145,6 +145,9 @@ struct server {
     struct raft_config applied_conf; /* configuration as of the applied index */
     uint64_t store_generation;       /* bumped when a snapshot replaced the store */
 
+    uint64_t down_peer; /* the dead leader, reported to Raft when down_ticks run out */
+    uint32_t down_ticks;
+
     uint64_t leader, term;
     bool was_leader;
     bool published; /* this member's attributes were proposed */

@@ -47,6 +47,7 @@ struct batond {
     struct metrics *metrics;
     int exit_code;
     bool stopping;
+    uint64_t ticks;
 };
 
 static void url_string(const struct flags_url *u, char *out, size_t len)
@@ -105,11 +106,22 @@ static void on_wal_wake(void *ctx)
     server_on_wal(b->srv);
 }
 
+/* Raft ticks ten times per heartbeat interval, so timeouts (and the jitter after a leader's
+ * death) have a tenth of a heartbeat's resolution; the services tick once per heartbeat. */
+#define TICKS_PER_HEARTBEAT 10
+
+static uint32_t tick_ms(const struct batond_flags *f)
+{
+    return f->heartbeat_interval_ms >= TICKS_PER_HEARTBEAT
+               ? f->heartbeat_interval_ms / TICKS_PER_HEARTBEAT
+               : 1;
+}
+
 static void on_tick(void *ctx)
 {
     struct batond *b = ctx;
     server_tick(b->srv);
-    if (b->svc)
+    if (b->svc && ++b->ticks % TICKS_PER_HEARTBEAT == 0)
         services_tick(b->svc);
 }
 
@@ -341,8 +353,9 @@ static int start_member(struct batond *b, char *err, size_t err_len)
         .cluster_id = b->cluster_id,
         .name = f->name,
         .dir = &b->dir,
-        .tick_ms = f->heartbeat_interval_ms,
-        .election_ticks = f->election_timeout_ms / f->heartbeat_interval_ms,
+        .tick_ms = tick_ms(f),
+        .heartbeat_ticks = f->heartbeat_interval_ms / tick_ms(f),
+        .election_ticks = f->election_timeout_ms / tick_ms(f),
         .snapshot_count = f->snapshot_count,
         .quota_bytes = f->quota_backend_bytes,
         .max_txn_ops = f->max_txn_ops,
@@ -537,9 +550,7 @@ int main(int argc, char **argv)
     rc = rc ? rc : start_member(&b, err, sizeof(err));
     rc = rc ? rc : start_clients(&b, err, sizeof(err));
     rc = rc ? rc : start_http(&b, err, sizeof(err));
-    rc = rc ? rc
-            : net_timer_start(b.loop, b.f.heartbeat_interval_ms, b.f.heartbeat_interval_ms, on_tick,
-                              &b, &b.tick);
+    rc = rc ? rc : net_timer_start(b.loop, tick_ms(&b.f), tick_ms(&b.f), on_tick, &b, &b.tick);
     rc = rc ? rc : net_signal_watch(b.loop, SIGINT, on_signal, &b, &b.sigint);
     rc = rc ? rc : net_signal_watch(b.loop, SIGTERM, on_signal, &b, &b.sigterm);
     if (rc) {
