@@ -301,6 +301,17 @@ static Etcdserverpb__DeleteRangeResponse *delete_pb(struct services *sv, struct 
     return m->header ? m : NULL;
 }
 
+/* etcd fills only the revision in the headers of a Txn's inner responses. */
+static Etcdserverpb__ResponseHeader *inner_header(struct arena *a, int64_t rev)
+{
+    Etcdserverpb__ResponseHeader *h = arena_alloc(a, sizeof(*h));
+    if (h) {
+        etcdserverpb__response_header__init(h);
+        h->revision = rev;
+    }
+    return h;
+}
+
 static Etcdserverpb__TxnResponse *txn_pb(struct services *sv, struct arena *a,
                                          const struct mvcc_txn_resp *r)
 {
@@ -321,19 +332,23 @@ static Etcdserverpb__TxnResponse *txn_pb(struct services *sv, struct arena *a,
         switch (o->type) {
         case MVCC_OP_RANGE:
             op->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE;
-            op->response_range = range_pb(sv, a, &o->u.range);
+            if ((op->response_range = range_pb(sv, a, &o->u.range)))
+                op->response_range->header = inner_header(a, o->u.range.header_revision);
             break;
         case MVCC_OP_PUT:
             op->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_PUT;
-            op->response_put = put_pb(sv, a, &o->u.put);
+            if ((op->response_put = put_pb(sv, a, &o->u.put)))
+                op->response_put->header = inner_header(a, o->u.put.header_revision);
             break;
         case MVCC_OP_DELETE:
             op->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE;
-            op->response_delete_range = delete_pb(sv, a, &o->u.del);
+            if ((op->response_delete_range = delete_pb(sv, a, &o->u.del)))
+                op->response_delete_range->header = inner_header(a, o->u.del.header_revision);
             break;
         case MVCC_OP_TXN:
             op->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN;
-            op->response_txn = txn_pb(sv, a, o->u.txn);
+            if ((op->response_txn = txn_pb(sv, a, o->u.txn)))
+                op->response_txn->header = inner_header(a, o->u.txn->header_revision);
             break;
         }
         if (!op->response_range && !op->response_put && !op->response_delete_range &&

@@ -321,6 +321,13 @@ static void on_move(struct rpc_call *call, const ProtobufCMessage *msg, void *ct
         finish_etcd(call, RPC_ETCD_BAD_LEADER_TRANSFEREE);
         return;
     }
+    if (p->targetid == st.member_id) {
+        /* etcd answers a transfer to the leader itself with success: nothing moves. */
+        Etcdserverpb__MoveLeaderResponse m = ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT;
+        m.header = svc_header(sv, rpc_call_arena(call), 0);
+        send_and_finish(call, m.header ? &m.base : NULL);
+        return;
+    }
     struct move_call *c = arena_alloc(rpc_call_arena(call), sizeof(*c));
     if (!c) {
         rpc_call_finish_err(call, BATON_ENOMEM);

@@ -481,6 +481,14 @@ static int restore(struct server *s, char *err, size_t err_len)
     return rc;
 }
 
+/* etcd's minimum lease TTL: one and a half election timeouts, rounded up to whole seconds, so
+ * a lease cannot expire during the election that follows a leader's failure. */
+int64_t server_min_lease_ttl_s(const struct server_options *o)
+{
+    uint64_t ms = (uint64_t)o->election_ticks * o->tick_ms * 3 / 2;
+    return (int64_t)((ms + 999) / 1000);
+}
+
 static void copy_options(struct server *s, const struct server_options *o)
 {
     s->o = *o;
@@ -521,6 +529,7 @@ int server_open(const struct server_options *o, struct server **out, char *err, 
         mc.quota_bytes = o->quota_bytes;
     if (o->max_txn_ops)
         mc.max_txn_ops = o->max_txn_ops;
+    mc.min_lease_ttl_s = server_min_lease_ttl_s(o);
     mc.log = o->log;
     int rc = mvcc_open(&mc, &s->store, err, err_len);
     if (rc)

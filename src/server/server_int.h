@@ -219,6 +219,7 @@ int members_encode(const struct server *s, struct buf *b);
 int members_decode(struct server *s, const uint8_t *p, size_t len);
 
 /* server.c */
+int64_t server_min_lease_ttl_s(const struct server_options *o);
 void server_process(struct server *s);
 void server_kick(struct server *s);
 void server_fail(struct server *s, int err, const char *what);

@@ -340,6 +340,7 @@ int snap_install(struct server *s, const struct raft_snapshot_meta *meta, char *
         mc.quota_bytes = s->o.quota_bytes;
     if (s->o.max_txn_ops)
         mc.max_txn_ops = s->o.max_txn_ops;
+    mc.min_lease_ttl_s = server_min_lease_ttl_s(&s->o);
     mc.log = s->o.log;
     if (!rc)
         rc = mvcc_open(&mc, &s->store, err, err_len);

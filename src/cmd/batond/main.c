@@ -380,6 +380,9 @@ static int start_clients(struct batond *b, char *err, size_t err_len)
     rpc_server_config_default(&rc_cfg);
     /* etcd accepts messages up to --max-request-bytes plus gRPC's overhead allowance. */
     rc_cfg.recv_msg_max_bytes = b->f.max_request_bytes + 512 * 1024;
+    /* Finite, unlike etcd's, but room for real clients: the npm etcd3 client opens one
+     * keep-alive stream per lease on one connection. */
+    rc_cfg.streams_max = 10000;
     rc_cfg.log = &b->log;
     int rc = rpc_server_create(&rc_cfg, &b->rpc);
     struct services_config sc = {b->f.max_request_bytes, b->f.max_txn_ops, &b->log,
