@@ -20,6 +20,25 @@ static int fsync_dir(const char *path)
     return rc;
 }
 
+/* Creates the missing parents of path, as etcd does for --data-dir. */
+static int make_parents(const char *path, char *err, size_t err_len)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof(p), "%s", path);
+    for (char *c = p + 1; *c; c++) {
+        if (*c != '/')
+            continue;
+        *c = 0;
+        if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+            int e = errno;
+            snprintf(err, err_len, "%s: cannot create directory: %s", p, strerror(e));
+            return -e;
+        }
+        *c = '/';
+    }
+    return 0;
+}
+
 /* mkdir that accepts an existing directory and refuses anything else at the path. */
 static int ensure_dir(const char *path, bool *created, char *err, size_t err_len)
 {
@@ -101,7 +120,8 @@ int server_datadir_open(const char *root, struct server_datadir *d, char *err, s
     }
     strcpy(d->root, root);
     bool root_created, member_created, c;
-    int rc = ensure_dir(d->root, &root_created, err, err_len);
+    int rc = make_parents(d->root, err, err_len);
+    rc = rc ? rc : ensure_dir(d->root, &root_created, err, err_len);
     if (rc == 0 && access(d->root, W_OK | X_OK) != 0) {
         rc = -errno;
         snprintf(err, err_len, "%s: not writable: %s", d->root, strerror(errno));

@@ -81,8 +81,13 @@ TEST(bad_paths_are_explained)
     CHECK_EQ(server_datadir_open(root, &d, err, sizeof(err)), BATON_ECORRUPT);
     CHECK(strstr(err, "incomplete") != NULL);
 
+    /* Missing parents are created (etcd's MkdirAll); a parent that is a file is refused. */
     snprintf(path, sizeof(path), "%s/missing-parent/x/y", test_tmpdir());
-    CHECK_EQ(server_datadir_open(path, &d, err, sizeof(err)), -ENOENT);
+    CHECK_OK(server_datadir_open(path, &d, err, sizeof(err)));
+    CHECK(d.fresh);
+    server_datadir_close(&d);
+    snprintf(path, sizeof(path), "%s/file/x", test_tmpdir());
+    CHECK_EQ(server_datadir_open(path, &d, err, sizeof(err)), -ENOTDIR);
     CHECK(strstr(err, "cannot create directory") != NULL);
 }
 
