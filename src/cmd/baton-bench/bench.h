@@ -83,7 +83,6 @@ struct bench_result {
 
 const char *bench_op_name(enum bench_op op);
 const char *bench_workload_name(enum bench_workload w);
-const char *bench_grpc_code_name(int code);
 
 /* Runs the workload; fills *res. 0, or a negative code with res->fatal set. */
 int bench_run(const struct bench_opts *o, struct bench_result *res);

@@ -25,28 +25,6 @@ const char *bench_workload_name(enum bench_workload w)
     return wl_names[w];
 }
 
-const char *bench_grpc_code_name(int code)
-{
-    static const char *const names[BENCH_GRPC_CODES] = {"OK",
-                                                        "CANCELLED",
-                                                        "UNKNOWN",
-                                                        "INVALID_ARGUMENT",
-                                                        "DEADLINE_EXCEEDED",
-                                                        "NOT_FOUND",
-                                                        "ALREADY_EXISTS",
-                                                        "PERMISSION_DENIED",
-                                                        "RESOURCE_EXHAUSTED",
-                                                        "FAILED_PRECONDITION",
-                                                        "ABORTED",
-                                                        "OUT_OF_RANGE",
-                                                        "UNIMPLEMENTED",
-                                                        "INTERNAL",
-                                                        "UNAVAILABLE",
-                                                        "DATA_LOSS",
-                                                        "UNAUTHENTICATED"};
-    return code >= 0 && code < BENCH_GRPC_CODES ? names[code] : "UNKNOWN";
-}
-
 /* ---- /proc ---------------------------------------------------------------------------------- */
 
 int bench_proc_cpu_ticks(int pid, uint64_t *ticks)
@@ -149,7 +127,7 @@ void bench_report_table(const struct bench_opts *o, const struct bench_result *r
         printf(" ");
         for (int c = 0; c < BENCH_GRPC_CODES; c++)
             if (s->errors[c])
-                printf(" %s=%llu", bench_grpc_code_name(c), (unsigned long long)s->errors[c]);
+                printf(" %s=%llu", grpc_code_name(c), (unsigned long long)s->errors[c]);
         printf("\n");
     }
     if (o->workload == WL_TXN)
@@ -201,7 +179,7 @@ void bench_report_json(const struct bench_opts *o, const struct bench_result *r)
         bool ef = true;
         for (int c = 0; c < BENCH_GRPC_CODES; c++)
             if (s->errors[c]) {
-                printf("%s\"%s\":%llu", ef ? "" : ",", bench_grpc_code_name(c),
+                printf("%s\"%s\":%llu", ef ? "" : ",", grpc_code_name(c),
                        (unsigned long long)s->errors[c]);
                 ef = false;
             }

@@ -255,7 +255,7 @@ static void slot_on_close(struct rpc_client_call *call, int code, const char *ms
             r->prefill_done++;
         else if (!r->stopping) {
             char m[200];
-            snprintf(m, sizeof(m), "prefill put failed: %s (%s)", bench_grpc_code_name(code), msg);
+            snprintf(m, sizeof(m), "prefill put failed: %s (%s)", grpc_code_name(code), msg);
             fatal(r, m);
             return;
         }
@@ -494,7 +494,7 @@ static void stream_on_close(struct rpc_client_call *call, int code, const char *
     if (!r->stopping) {
         char m[200];
         snprintf(m, sizeof(m), "%s stream closed: %s (%s)", st->keepalive ? "keepalive" : "watch",
-                 bench_grpc_code_name(code), msg);
+                 grpc_code_name(code), msg);
         fatal(r, m);
     }
 }
@@ -556,7 +556,7 @@ static void grant_on_close(struct rpc_client_call *call, int code, const char *m
     if (code != GRPC_OK || st->lease_id == 0) {
         char m[200];
         snprintf(m, sizeof(m), "LeaseGrant for a keepalive stream failed: %s (%s)",
-                 bench_grpc_code_name(code), msg);
+                 grpc_code_name(code), msg);
         fatal(r, m);
         return;
     }
