@@ -184,6 +184,7 @@ void server_on_wal(struct server *s)
  */
 
 static void publish_self(struct server *s);
+static bool published(struct server *s);
 
 static void leader_changed(struct server *s, const struct raft_status *st)
 {
@@ -263,7 +264,7 @@ void server_process(struct server *s)
         raft_status(s->raft, &st);
         if (st.leader != s->leader || st.term != s->term)
             leader_changed(s, &st);
-        if (!s->published && st.leader)
+        if (st.leader && now_ms(s) >= s->publish_after_ms && !published(s))
             publish_self(s);
         snap_maybe_compact(s);
         if (!s->again && (dlist_empty(&s->reads_next) || s->failed))
@@ -357,6 +358,27 @@ void server_tick(struct server *s)
     server_process(s);
 }
 
+/* True when the member table holds this member's name and client URLs and, on a bootstrapping
+ * leader, every initial member's peer URLs. */
+static bool published(struct server *s)
+{
+    bool self = false;
+    for (int m = 0; m < s->members_len; m++)
+        if (s->members[m].id == s->o.member_id)
+            self = strcmp(s->members[m].name, s->name) == 0 &&
+                   s->members[m].client_urls_len == BATON_MIN(s->client_urls_len, SERVER_URLS_MAX);
+    if (!self || s->leader != s->o.member_id || s->o.join)
+        return self;
+    for (int i = 0; i < s->o.initial_len; i++) {
+        bool known = false;
+        for (int m = 0; m < s->members_len; m++)
+            known |= s->members[m].id == s->initial[i].id && s->members[m].peer_urls_len > 0;
+        if (!known)
+            return false;
+    }
+    return true;
+}
+
 /* After start, the member publishes its name and client URLs through the log (as etcd does),
  * and the first leader of a new cluster records the initial members' peer URLs. */
 static void publish_self(struct server *s)
@@ -387,7 +409,8 @@ static void publish_self(struct server *s)
         q.u.member_attr.client_urls[i] =
             (struct mvcc_bytes){(const uint8_t *)s->client_urls[i], strlen(s->client_urls[i])};
     q.u.member_attr.client_urls_len = (uint32_t)s->client_urls_len;
-    s->published = true;
+    /* A proposal can be lost (leader change, dropped forward): look again later. */
+    s->publish_after_ms = now_ms(s) + 2ull * s->o.election_ticks * s->o.tick_ms;
     buf_clear(&s->frame);
     uint8_t kind = FRAME_FORWARD;
     if (buf_append(&s->frame, &kind, 1) != 0 || request_encode(&q, &s->frame) != 0)
