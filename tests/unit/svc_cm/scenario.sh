@@ -62,6 +62,10 @@ run --sort --endpoints="$E" member list
 LID=$(etcdctl --endpoints="$E" member list | grep unstarted | cut -d, -f1)
 run --endpoints="$E" member promote "$LID"
 run --endpoints="$E" member add spare2 --learner --peer-urls="http://127.0.0.1:$SPARE2"
+# etcd derives a new member's id from its peer URLs and the current second: a duplicate add in
+# the same second as the first answers "member ID already exist" instead of "Peer URLs already
+# exists". Wait for the next second so the answer does not depend on timing.
+sleep 1.1
 run --endpoints="$E" member add spare2 --peer-urls="http://127.0.0.1:$SPARE1"
 run --endpoints="$E" member remove "$LID"
 run --endpoints="$E" member remove "$LID"
