@@ -40,12 +40,14 @@ die() {
     exit 1
 }
 
-# A random port in [20000, 60000) that nothing listens on now. Another process may still take
-# it before our member binds; `up` detects that (the member exits) and retries with new ports.
+# A random port in [20000, 32000) that nothing listens on now: below the kernel's ephemeral
+# range (32768-60999), so an outgoing connection cannot take a killed member's port before it
+# restarts. Another process may still take it before our member binds; `up` detects that (the
+# member exits) and retries with new ports.
 pick_port() {
     local p i
     for i in $(seq 1 200); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
         case " ${PICKED_PORTS:-} " in *" $p "*) continue ;; esac
         if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then
             PICKED_PORTS="${PICKED_PORTS:-} $p"
