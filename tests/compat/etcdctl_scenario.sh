@@ -352,7 +352,7 @@ c get lk1/ --prefix
 c member list
 c member list -w table
 LEARNER_PORT=$(
-    p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+    p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
     while [ -n "$(ss -Htln "sport = :$p")" ]; do p=$((p + 1)); done
     echo $p
 )

@@ -58,7 +58,7 @@ fi
 
 if [ "$MODE" = restore ]; then
     SNAP=$OUT/sub/snap.db
-    port() { echo $((20000 + (RANDOM * 32768 + RANDOM) % 40000)); }
+    port() { echo $((20000 + (RANDOM * 32768 + RANDOM) % 12000)); }
     CP=$(port) PP=$(port) MP=$(port)
     DATA=$OUT/restored
     "$BATOND" --restore "$SNAP" --data-dir "$DATA" --name r1 \
