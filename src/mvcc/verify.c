@@ -268,17 +268,19 @@ static int pick_meta(struct vctx *v, uint8_t *meta_out)
         n = pread(v->fd, m[i], sizeof(m[i]), (off_t)i * v->psize);
         if (n != (ssize_t)sizeof(m[i]))
             return bad(v, (uint64_t)i, "short meta page");
+        /* LMDB treats a missing meta on either page as a new file and would overwrite it, and
+         * takes the page size from whichever meta it picks: both must be metas of one size. */
         const uint8_t *mm = m[i] + META_OFF;
         if (!(rd16(m[i] + 10) & P_META) || rd32(mm) != LMDB_MAGIC || rd32(mm + 4) != LMDB_DATAV)
-            continue;
+            return bad(v, (uint64_t)i, "not a meta page");
+        if (rd32(mm + 24) != v->psize)
+            return bad(v, (uint64_t)i, "meta pages disagree on the page size");
         uint64_t txn = rd64(mm + 128);
         if (best < 0 || txn > best_txn) {
             best = i;
             best_txn = txn;
         }
     }
-    if (best < 0)
-        return bad(v, 0, "no valid meta page");
     memcpy(meta_out, m[best] + META_OFF, 136);
     return 0;
 }
