@@ -181,3 +181,60 @@ void server_datadir_close(struct server_datadir *d)
         close(d->lock_fd); /* releases the flock */
     d->lock_fd = -1;
 }
+
+/* member/identity: "member <hex> cluster <hex>\n", written once (temp file, fsync, rename,
+ * directory fsync), read at every later start. */
+int server_identity_load(const struct server_datadir *d, uint64_t *member_id, uint64_t *cluster_id,
+                         char *err, size_t err_len)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/identity", d->member);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (errno == ENOENT)
+            return BATON_ENOTFOUND;
+        int e = errno;
+        snprintf(err, err_len, "%s: cannot read: %s", path, strerror(e));
+        return -e;
+    }
+    char line[128] = {0};
+    unsigned long long m = 0, c = 0;
+    char extra = 0;
+    bool ok = fgets(line, sizeof(line), f) &&
+              sscanf(line, "member %16llx cluster %16llx%c", &m, &c, &extra) == 3 &&
+              extra == '\n' && m && c;
+    fclose(f);
+    if (!ok) {
+        snprintf(err, err_len, "%s: malformed (want \"member <hex> cluster <hex>\")", path);
+        return BATON_ECORRUPT;
+    }
+    *member_id = m;
+    *cluster_id = c;
+    return 0;
+}
+
+int server_identity_save(const struct server_datadir *d, uint64_t member_id, uint64_t cluster_id,
+                         char *err, size_t err_len)
+{
+    char path[PATH_MAX + 16], tmp[PATH_MAX + 24];
+    snprintf(path, sizeof(path), "%s/identity", d->member);
+    snprintf(tmp, sizeof(tmp), "%s/identity.tmp", d->member);
+    char text[80];
+    int n = snprintf(text, sizeof(text), "member %016llx cluster %016llx\n",
+                     (unsigned long long)member_id, (unsigned long long)cluster_id);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int rc = fd < 0 ? -errno : 0;
+    if (!rc && write(fd, text, (size_t)n) != n)
+        rc = errno ? -errno : BATON_ENOSPACE;
+    if (!rc && fsync(fd) != 0)
+        rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    if (!rc && rename(tmp, path) != 0)
+        rc = -errno;
+    if (!rc)
+        rc = fsync_dir(d->member);
+    if (rc)
+        snprintf(err, err_len, "%s: cannot write: %s", path, baton_strerror(rc));
+    return rc;
+}

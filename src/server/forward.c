@@ -256,8 +256,10 @@ void ops_applied(struct server *s)
 }
 
 /* Leadership moved: transfers to the new leader are done; operations waiting on this member's
- * leadership will not complete here (their entries may still commit: the caller retries). */
-void ops_leader_changed(struct server *s)
+ * leadership will not complete here (their entries may still commit: the caller retries),
+ * unless their entry committed already — a leader removing itself steps down at that commit,
+ * and the entry still applies here, so the answer is success. */
+void ops_leader_changed(struct server *s, uint64_t commit)
 {
     for (struct dlist *n = s->ops_wait.next; n != &s->ops_wait;) {
         struct server_call *c = DLIST_ENTRY(n, struct server_call, in_ops);
@@ -266,8 +268,9 @@ void ops_leader_changed(struct server *s)
             /* Stepping down leaves no leader for a moment: decide once one is known. */
             if (s->leader)
                 ops_finish(c, (uint64_t)c->args.id == s->leader ? 0 : BATON_EPROPOSALDROP);
-        } else if (s->leader != s->o.member_id)
+        } else if (s->leader != s->o.member_id && !(c->wait_index && c->wait_index <= commit)) {
             ops_finish(c, BATON_EPROPOSALDROP);
+        }
     }
 }
 

@@ -201,7 +201,7 @@ static void leader_changed(struct server *s, const struct raft_status *st)
     s->was_leader = leads;
     s->leader = st->leader;
     s->term = st->term;
-    ops_leader_changed(s);
+    ops_leader_changed(s, st->commit);
 }
 
 static void handle_ready(struct server *s)

@@ -50,6 +50,14 @@ struct server_datadir {
 int server_datadir_open(const char *root, struct server_datadir *d, char *err, size_t err_len);
 /* Releases the lock. */
 void server_datadir_close(struct server_datadir *d);
+/* The member's identity, member/identity: written when the member first starts (after
+ * discovery for a member that joins), read at every later start, so ids never depend on flags
+ * that may change. load: 0, BATON_ENOTFOUND (no file yet), BATON_ECORRUPT, -errno; both write a
+ * reason naming the path into err on failure. */
+int server_identity_load(const struct server_datadir *d, uint64_t *member_id, uint64_t *cluster_id,
+                         char *err, size_t err_len);
+int server_identity_save(const struct server_datadir *d, uint64_t member_id, uint64_t cluster_id,
+                         char *err, size_t err_len);
 
 /* ---- Identities -------------------------------------------------------------------------------
  * A member's id is derived from its sorted peer URLs and the cluster token, as etcd does, so
@@ -194,6 +202,20 @@ int server_member_update(struct server *s, uint64_t id, const char *const *peer_
  * target; the callback runs when target leads (0) or the attempt timed out. */
 int server_transfer_leader(struct server *s, uint64_t target, server_op_fn done, void *ctx,
                            struct server_call **call);
+
+/* Discovery (a member started with --initial-cluster-state existing asks a running member who
+ * it is, by its advertised peer URL): appends the answer to out — the cluster id, the id the
+ * member table holds for peer_url (0: none; MemberAdd not applied here yet) and every member in
+ * the configuration with its name and peer URL. 0 or BATON_ENOMEM. */
+#define SERVER_DISCOVERY_MAX 64
+struct server_discovery {
+    uint64_t cluster_id, member_id;
+    struct server_peer_info members[SERVER_DISCOVERY_MAX];
+    int members_len;
+};
+int server_discover(struct server *s, const char *peer_url, struct buf *out);
+/* Parses an answer; BATON_EPROTO when malformed. */
+int server_discovery_parse(const uint8_t *p, size_t len, struct server_discovery *d);
 
 /* Forgets a pending call: its callback will not run. */
 void server_call_cancel(struct server_call *call);

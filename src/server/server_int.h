@@ -198,7 +198,7 @@ void ops_on_request(struct server *s, uint64_t from, const uint8_t *p, size_t le
 void ops_on_response(struct server *s, const uint8_t *p, size_t len);
 void ops_finish(struct server_call *c, int err);
 void ops_deliver(struct server_call *c, int err);
-void ops_leader_changed(struct server *s);
+void ops_leader_changed(struct server *s, uint64_t commit);
 
 /* snap.c */
 void snap_maybe_compact(struct server *s);
