@@ -4,9 +4,11 @@
  */
 #include "server/server_int.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static uint64_t now_ms(struct server *s)
 {
@@ -530,6 +532,50 @@ static void copy_options(struct server *s, const struct server_options *o)
         s->o.request_timeout_ms = 5000 + 2 * o->election_ticks * o->tick_ms;
 }
 
+void server_mvcc_config(const struct server *s, struct mvcc_config *mc)
+{
+    mvcc_config_default(mc);
+    mc->path = s->dir.db;
+    if (s->o.quota_bytes)
+        mc->quota_bytes = s->o.quota_bytes;
+    if (s->o.max_txn_ops)
+        mc->max_txn_ops = s->o.max_txn_ops;
+    mc->min_lease_ttl_s = server_min_lease_ttl_s(&s->o);
+    mc->no_sync = s->store_no_sync;
+    mc->log = s->o.log;
+}
+
+/* Before the store opens: whether it may commit without fsync, and whether it must be rebuilt
+ * because an operating-system restart may have torn it (see server.h, datadir.c). */
+static int store_prepare(struct server *s, char *err, size_t err_len)
+{
+    char boot[128];
+    if (server_boot_id(boot, sizeof(boot)) != 0 || server_datadir_restored(&s->dir))
+        return 0; /* no boot id to tell reboots by, or restored data: fsync every commit */
+    bool trusted = true;
+    int rc = server_db_marker_check(&s->dir, boot, &trusted, err, err_len);
+    if (rc)
+        return rc;
+    if (!trusted) {
+        log_write(s->o.log, LOG_WARN,
+                  "member=%llx msg=\"the operating system restarted since the store's last "
+                  "unsynced writes; rebuilding it from the newest snapshot and the write-ahead "
+                  "log\" db=%s",
+                  (unsigned long long)s->o.member_id, s->dir.db);
+        char lock[PATH_MAX + 8];
+        snprintf(lock, sizeof(lock), "%s-lock", s->dir.db);
+        if ((unlink(s->dir.db) != 0 && errno != ENOENT) || (unlink(lock) != 0 && errno != ENOENT)) {
+            rc = -errno;
+            snprintf(err, err_len, "%s: cannot remove the untrusted store: %s", s->dir.db,
+                     strerror(errno));
+            return rc;
+        }
+    }
+    rc = server_db_marker_set(&s->dir, boot, err, err_len);
+    s->store_no_sync = rc == 0;
+    return rc;
+}
+
 int server_open(const struct server_options *o, struct server **out, char *err, size_t err_len)
 {
     err[0] = 0;
@@ -545,16 +591,12 @@ int server_open(const struct server_options *o, struct server **out, char *err, 
     s->next_req_id = o->env.now_ms(o->env.ctx) << 8;
     prng_seed(&s->rng, o->seed ^ o->member_id);
 
+    int rc = store_prepare(s, err, err_len);
+    if (rc)
+        goto fail;
     struct mvcc_config mc;
-    mvcc_config_default(&mc);
-    mc.path = s->dir.db;
-    if (o->quota_bytes)
-        mc.quota_bytes = o->quota_bytes;
-    if (o->max_txn_ops)
-        mc.max_txn_ops = o->max_txn_ops;
-    mc.min_lease_ttl_s = server_min_lease_ttl_s(o);
-    mc.log = o->log;
-    int rc = mvcc_open(&mc, &s->store, err, err_len);
+    server_mvcc_config(s, &mc);
+    rc = mvcc_open(&mc, &s->store, err, err_len);
     if (rc)
         goto fail;
     struct wal_options wo = {
@@ -617,8 +659,11 @@ void server_close(struct server *s)
     snap_close(s);
     if (s->wal)
         wal_close(s->wal);
-    if (s->store)
-        mvcc_close(s->store);
+    if (s->store) {
+        mvcc_close(s->store); /* syncs */
+        if (s->store_no_sync && !s->failed)
+            server_db_marker_clear(&s->dir);
+    }
     if (s->raft)
         raft_destroy(s->raft);
     free(s->wal_entries);

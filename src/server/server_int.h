@@ -154,6 +154,7 @@ struct server {
     uint64_t applied;
     uint64_t last_compact_index;
     bool failed;
+    bool store_no_sync; /* the store commits without fsync (see store_prepare) */
 
     uint64_t next_req_id;
     struct server_call *buckets[SERVER_CALL_BUCKETS];
@@ -220,6 +221,8 @@ int members_decode(struct server *s, const uint8_t *p, size_t len);
 
 /* server.c */
 int64_t server_min_lease_ttl_s(const struct server_options *o);
+/* The store's configuration (path, quota, limits, durability) for open and reopen. */
+void server_mvcc_config(const struct server *s, struct mvcc_config *mc);
 void server_process(struct server *s);
 void server_kick(struct server *s);
 void server_fail(struct server *s, int err, const char *what);

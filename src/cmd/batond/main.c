@@ -599,6 +599,8 @@ static int restore_snapshot(struct batond *b, char *err, size_t err_len)
         return BATON_EEXIST;
     }
     int rc = mvcc_snapshot_restore(b->f.restore_path, b->dir.db, err, err_len);
+    if (!rc && (rc = server_datadir_mark_restored(&b->dir, err, err_len)) != 0)
+        unlink(b->dir.db);
     if (rc) {
         rmdir(b->dir.wal);
         rmdir(b->dir.snap);
