@@ -23,21 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-passed=0
-failed=0
-ok() {
-    echo "ok: $*"
-    passed=$((passed + 1))
-}
-fail() {
-    echo "FAIL: $*"
-    failed=$((failed + 1))
-}
-finish() {
-    echo "$passed passed, $failed failed"
-    [ "$failed" = 0 ]
-    exit $?
-}
+. "$HERE/../harness/checks.sh"
 ctl() {
     . "$DIR/cluster/cluster.env"
     "$ETCDCTL" --endpoints="$CLUSTER_ENDPOINTS" --dial-timeout=2s --command-timeout=5s "$@"

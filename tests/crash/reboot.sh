@@ -14,16 +14,7 @@ cleanup() {
     rm -rf "$DIR"
 }
 trap cleanup EXIT
-passed=0
-failed=0
-ok() {
-    echo "ok: $*"
-    passed=$((passed + 1))
-}
-fail() {
-    echo "FAIL: $*"
-    failed=$((failed + 1))
-}
+. "$(dirname "$0")/../harness/checks.sh"
 port() { echo $((20000 + (RANDOM * 32768 + RANDOM) % 12000)); }
 CP=$(port)
 PP=$(port)
@@ -69,7 +60,7 @@ count_ok() { # n: every k1..kn has its value
 }
 rebuilds() { grep -c "rebuilding it from the newest snapshot" "$DIR/log"; }
 
-start || { fail "batond does not start"; echo "$passed passed, $failed failed"; exit 1; }
+start || { fail "batond does not start"; finish; }
 put_range 1 350 || fail "puts"
 rev=$(ctl get k1 -w json | sed 's/.*"revision":\([0-9]*\).*/\1/')
 ls "$DIR"/data/member/snap/*.snap >/dev/null 2>&1 && ok "snapshots were taken (rebuilds start from one)" ||
@@ -109,5 +100,4 @@ PID=""
 start simulated-boot-3 && count_ok 425 && [ "$(rebuilds)" = 2 ] &&
     ok "reboot after a clean stop: store kept" || fail "restart after clean stop"
 crash
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish
