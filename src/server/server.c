@@ -576,6 +576,25 @@ static int store_prepare(struct server *s, char *err, size_t err_len)
     return rc;
 }
 
+/* A starting member would wait a whole election timeout before its first campaign. As etcd
+ * does, advance its election clock to one tick short of the timeout: the randomized part still
+ * keeps candidates apart, and pre-vote keeps a running leader in place. A sole voter has nobody
+ * to wait for and campaigns at once. */
+static void fast_forward(struct server *s)
+{
+    struct raft_status st;
+    raft_status(s->raft, &st);
+    bool alone = st.config.voters_len == 1 && st.config.voters[0] == s->o.member_id &&
+                 st.config.voters_old_len == 0;
+    if (s->o.join && !alone)
+        return;
+    uint32_t ticks = alone ? 2 * s->o.election_ticks : s->o.election_ticks - 1;
+    for (uint32_t i = 0; i < ticks && st.role != RAFT_LEADER; i++) {
+        raft_tick(s->raft);
+        raft_status(s->raft, &st);
+    }
+}
+
 int server_open(const struct server_options *o, struct server **out, char *err, size_t err_len)
 {
     err[0] = 0;
@@ -641,6 +660,7 @@ int server_open(const struct server_options *o, struct server **out, char *err, 
     for (int i = 0; i < s->members_len; i++)
         if (s->members[i].id != o->member_id && s->members[i].peer_urls_len)
             o->env.peer_set(o->env.ctx, s->members[i].id, s->members[i].peer_urls[0], false);
+    fast_forward(s);
     *out = s;
     server_process(s);
     return 0;
