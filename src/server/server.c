@@ -204,6 +204,8 @@ static void leader_changed(struct server *s, const struct raft_status *st)
     s->leader = st->leader;
     s->term = st->term;
     ops_leader_changed(s, st->commit);
+    if (st->leader)
+        calls_fail_forwarded(s, st->leader);
 }
 
 static void handle_ready(struct server *s)
@@ -302,8 +304,10 @@ int server_propose(struct server *s, struct request *req, struct arena *a, serve
     rc = rc ? rc : request_encode(req, &s->frame);
     if (!rc && s->leader == s->o.member_id)
         rc = raft_propose(s->raft, s->frame.data + 1, s->frame.len - 1, &c->index);
-    else if (!rc)
+    else if (!rc) {
+        c->fwd_leader = s->leader;
         send_frame(s, s->leader, false);
+    }
     report_unreachable(s);
     if (rc) {
         server_call_cancel(c);

@@ -80,8 +80,9 @@ struct read_round;
 struct server_call {
     struct server *s;
     enum call_kind kind;
-    uint64_t req_id; /* proposals */
-    uint64_t index;  /* proposals: raft index when proposed here (0: forwarded) */
+    uint64_t req_id;     /* proposals */
+    uint64_t index;      /* proposals: raft index when proposed here (0: forwarded) */
+    uint64_t fwd_leader; /* forwarded proposals: the leader it went to */
     uint64_t deadline_ms;
     server_done_fn done;
     void *ctx;
@@ -187,6 +188,10 @@ struct server_call *calls_find(struct server *s, uint64_t req_id);
 void calls_index(struct server *s, struct server_call *c);
 void calls_expire(struct server *s, uint64_t now_ms);
 void calls_fail_all(struct server *s, int err);
+/* Another leader took over: proposals this member forwarded to an earlier leader fail with
+ * BATON_EPROPOSALDROP ("leader changed", an indeterminate outcome: the entry may still commit)
+ * instead of waiting out their deadline, so clients retry on the new leader at once. */
+void calls_fail_forwarded(struct server *s, uint64_t new_leader);
 void reads_start_round(struct server *s);
 void reads_confirmed(struct server *s, uint64_t ctx, uint64_t index);
 void reads_applied(struct server *s);
