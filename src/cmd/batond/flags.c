@@ -70,6 +70,10 @@ static const struct flag_def flag_defs[] = {
      "Maximum number of operations in a transaction."},
     {"watch-progress-notify-interval-ms", F_U32, OFF(watch_progress_ms), 0, "600000",
      "Interval of progress notifications to watchers that asked for them."},
+    {"node-lease-ttl-ms", F_U32, OFF(node_lease_ttl_ms), 0, "10000",
+     "Lease TTL of a registered database node (rounded up to whole seconds)."},
+    {"node-heartbeat-interval-ms", F_U32, OFF(node_heartbeat_ms), 0, "1000",
+     "Heartbeat interval registered database nodes are told to keep."},
     {"auto-compaction-mode", F_COMPMODE, 0, 0, "periodic",
      "Interpret auto-compaction-retention as: periodic | revision."},
     {"auto-compaction-retention", F_RETAIN, 0, 0, "0",
@@ -369,6 +373,10 @@ static int flags_finish(struct batond_flags *f, struct parse_state *ps, char *er
     if (f->election_timeout_ms > 50000)
         return ERR("--election-timeout: %u ms is longer than the maximum of 50000 ms",
                    f->election_timeout_ms);
+    if (f->node_heartbeat_ms == 0 || f->node_lease_ttl_ms < 2 * f->node_heartbeat_ms)
+        return ERR("--node-lease-ttl-ms (%u) must be at least twice --node-heartbeat-interval-ms "
+                   "(%u), which must be at least 1",
+                   f->node_lease_ttl_ms, f->node_heartbeat_ms);
     if (f->max_request_bytes == 0 || f->max_request_bytes > (64u << 20))
         return ERR("--max-request-bytes: must be between 1 and %u", 64u << 20);
     if (!ps->seen[flag_find("initial-cluster", 15) - flag_defs]) {
