@@ -450,6 +450,7 @@ struct hb_stream {
     struct hb_stream *prev, *next;
     struct hb_op *ops;
     size_t ops_len;
+    bool half_closed; /* the node sends no more: end once the last renewal is answered */
 };
 
 static void hb_op_unlink(struct hb_op *op)
@@ -503,8 +504,9 @@ static void streams_end_not_leader(struct nodes *ns)
         hb_end(ns->streams, s.code, s.message, 0);
 }
 
-/* Answers with the node's current epoch and state and the command they imply. */
-static void hb_respond(struct hb_stream *st, const struct cluster_node_live *n, bool reregister)
+/* Answers with the node's current epoch and state and the command they imply; true when the
+ * stream ended (a send error). */
+static bool hb_respond(struct hb_stream *st, const struct cluster_node_live *n, bool reregister)
 {
     struct nodes *ns = st->ns;
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
@@ -532,9 +534,15 @@ static void hb_respond(struct hb_stream *st, const struct cluster_node_live *n, 
     }
     int rc = rpc_call_send(st->call, &m.base);
     /* BATON_EBUSY: the node does not read its answers; the next heartbeat gets a fresh one. */
-    if (rc && rc != BATON_EBUSY)
+    if (rc && rc != BATON_EBUSY) {
         hb_end(st, -1, NULL, rc);
+        return true;
+    }
+    return false;
 }
+
+static bool hb_renewed(struct hb_stream *st, uint64_t id, int err);
+static void hb_maybe_end(struct rpc_call *call);
 
 static void on_hb_renewed(void *ctx, int err, int64_t ttl, int64_t granted)
 {
@@ -546,23 +554,49 @@ static void on_hb_renewed(void *ctx, int err, int64_t ttl, int64_t granted)
     hb_op_unlink(op);
     if (!st->ns)
         return;
+    struct rpc_call *call = st->call;
+    if (!hb_renewed(st, id, err))
+        hb_maybe_end(call);
+}
+
+/* Answers a renewal; true when the stream ended (st is gone). */
+static bool hb_renewed(struct hb_stream *st, uint64_t id, int err)
+{
     if (err == BATON_ENOTLEADER || err == BATON_EUNAVAIL || err == BATON_EPROPOSALDROP) {
         struct rpc_status s = rpc_etcd_status(RPC_ETCD_NOT_LEADER);
         hb_end(st, s.code, s.message, 0);
-        return;
+        return true;
     }
     if (err && err != MVCC_ELEASENOTFOUND) {
         hb_end(st, -1, NULL, err);
-        return;
+        return true;
     }
     struct cluster_node_live *n = cluster_liveness_get(st->ns->lv, id);
     if (!n) {
         hb_end(st, GRPC_NOT_FOUND, "baton: node not found", 0);
-        return;
+        return true;
     }
     /* The lease lapsed before this renewal: the node is about to be declared down with a new
      * epoch; it must register again. */
-    hb_respond(st, n, err == MVCC_ELEASENOTFOUND);
+    return hb_respond(st, n, err == MVCC_ELEASENOTFOUND);
+}
+
+/* hb_respond may have ended the stream; a half-closed one ends once nothing is in flight. */
+static void hb_maybe_end(struct rpc_call *call)
+{
+    struct hb_stream *st = rpc_call_user(call);
+    if (st && st->half_closed && st->ops_len == 0)
+        hb_end(st, GRPC_OK, NULL, 0);
+}
+
+static void on_hb_half_close(struct rpc_call *call, void *ctx)
+{
+    (void)ctx;
+    struct hb_stream *st = rpc_call_user(call);
+    if (!st)
+        return;
+    st->half_closed = true;
+    hb_maybe_end(call);
 }
 
 static void on_hb_start(struct rpc_call *call, void *ctx)
@@ -1353,7 +1387,7 @@ int svc_nodes_register(struct services *sv)
         {"/baton.v1.Nodes/RegisterNode", RPC_UNARY, &baton__v1__register_request__descriptor, NULL,
          on_register, NULL, NULL, on_unary_cancel, sv},
         {"/baton.v1.Nodes/Heartbeat", RPC_BIDI_STREAMING, &baton__v1__heartbeat_request__descriptor,
-         on_hb_start, on_hb_message, NULL, NULL, on_hb_cancel, sv},
+         on_hb_start, on_hb_message, on_hb_half_close, NULL, on_hb_cancel, sv},
         {"/baton.v1.Nodes/Get", RPC_UNARY, &baton__v1__node_get_request__descriptor, NULL, on_get,
          NULL, NULL, on_unary_cancel, sv},
         {"/baton.v1.Nodes/List", RPC_UNARY, &baton__v1__node_list_request__descriptor, NULL,
