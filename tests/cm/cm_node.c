@@ -294,7 +294,7 @@ struct agent {
     struct net_client *nc;
     bool conn_ended;
     struct rpc_client_call *hb;
-    bool hb_open, hb_waiting, reregister;
+    bool hb_open, hb_waiting, reregister, reconnect;
     uint64_t next_ms;
     struct arena arena;
 };
@@ -385,10 +385,15 @@ static void hb_on_close(struct rpc_client_call *c, int code, const char *m, void
     g->hb_waiting = false;
     printf("stream-closed code=%s message=%s\n", grpc_code_name(code), m ? m : "");
     fflush(stdout);
-    if (code == GRPC_NOT_FOUND)
+    if (code == GRPC_NOT_FOUND) {
         done = true;
-    else
-        g->ep = (g->ep + 1) % eps_len; /* not the leader, or gone: try the next member */
+    } else {
+        /* Not the leader, or gone: the next member, on a new connection (not from inside this
+         * callback). */
+        g->ep = (g->ep + 1) % eps_len;
+        g->reconnect = true;
+        g->next_ms = mono_ms() + 50;
+    }
 }
 
 static const struct rpc_client_callbacks hb_cbs = {hb_on_message, hb_on_close, NULL};
@@ -411,6 +416,10 @@ static void agent_tick(void *ctx)
     if (done)
         return;
     uint64_t now = mono_ms();
+    if (g->reconnect) {
+        g->reconnect = false;
+        agent_drop_conn(g);
+    }
     if (g->reregister) {
         g->reregister = false;
         agent_drop_conn(g);
