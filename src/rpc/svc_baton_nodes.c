@@ -800,6 +800,8 @@ static void call_respond(struct node_call *k)
     struct arena *a = rpc_call_arena(k->call);
     Etcdserverpb__ResponseHeader *h = svc_header(k->sv, a, k->revision);
     const ProtobufCMessage *m = NULL;
+    if (k->pending_grant)
+        server_call_cancel(k->pending_grant); /* applied before the Txn: never left, but safe */
     rpc_call_set_user(k->call, NULL);
     switch (k->verb) {
     case VERB_REGISTER: {

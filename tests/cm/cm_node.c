@@ -845,8 +845,9 @@ static int run_load(int argc, char **argv)
     printf("heartbeats=%llu seconds=%.2f rate=%.0f/s\n", (unsigned long long)(b1 - b0), secs,
            (double)(b1 - b0) / secs);
     if (o.pid)
-        printf("server cpu_seconds=%.2f heartbeats_per_cpu_second=%.0f rss_kb=%ld\n", cpu2 - cpu1,
-               (double)(b1 - b0) / (cpu2 - cpu1 > 0 ? cpu2 - cpu1 : 1e-9), rss2);
+        printf("server cpu_seconds=%.2f heartbeats_per_cpu_second=%.0f rss_kb_start=%ld "
+               "rss_kb_end=%ld\n",
+               cpu2 - cpu1, (double)(b1 - b0) / (cpu2 - cpu1 > 0 ? cpu2 - cpu1 : 1e-9), rss1, rss2);
     printf("stream_failures=%d\n", ld.failed);
     for (int i = 0; i < o.conns; i++)
         if (!ld.ended[i])
