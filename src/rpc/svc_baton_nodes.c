@@ -6,9 +6,10 @@
  * Every change is a Txn proposal that compares the record's mod revision (or its absence), so a
  * write decided on stale state, e.g. by a deposed leader, fails instead of overwriting.
  *
- * Ids: a new node's id is the id of the lease granted for its first registration. The server
- * generates lease ids from the Raft index of the grant, so they are unique and never reused;
- * the Txn that creates the record also checks that the key never existed.
+ * Ids: a new node's id is the id of the lease granted for its first registration, drawn at
+ * random (63 bits, seeded per member and start) by the member that serves the call: the grant
+ * fails if a lease holds it, and the Txn that creates the record requires that the key never
+ * existed (Remove keeps a tombstone), so an id is never given twice.
  *
  * Leader-only soft state (struct nodes): the liveness table of cluster/ (detectors, stats),
  * loaded from the store when this member becomes leader and kept in step by a watch on the
@@ -49,8 +50,10 @@ struct nodes {
     uint32_t heartbeat_ms;
     bool leading;  /* the table is loaded and the watch runs */
     uint64_t term; /* of the leadership the table belongs to */
-    bool reload;   /* the watch was cancelled (compaction): load again */
+    bool reload;   /* the watch was cancelled (compaction; never expected, as the callback
+                    * never falls behind): load again, with a fresh grace */
     int64_t watch_id;
+    bool watching;
     struct arena scratch; /* watch decoding and loads */
     struct hb_stream *streams;
     struct transition_op *ops;
@@ -240,9 +243,9 @@ static int on_nodes_watch(void *ctx, const struct mvcc_watch_batch *b)
 
 static void watch_stop(struct nodes *ns)
 {
-    if (ns->watch_id) {
+    if (ns->watching) {
         mvcc_watch_cancel(server_store(ns->sv->s), ns->watch_id);
-        ns->watch_id = 0;
+        ns->watching = false;
     }
 }
 
@@ -289,7 +292,9 @@ static int table_load(struct nodes *ns, uint64_t now)
                                .range_end = {(const uint8_t *)end, sizeof(end) - 1},
                                .start_revision = rev + 1};
     int64_t compact;
-    return mvcc_watch_create(st, &w, on_nodes_watch, ns, &ns->watch_id, &compact);
+    int rc = mvcc_watch_create(st, &w, on_nodes_watch, ns, &ns->watch_id, &compact);
+    ns->watching = rc == 0;
+    return rc;
 }
 
 static void streams_end_not_leader(struct nodes *ns);
@@ -360,6 +365,8 @@ static void on_transition_done(void *ctx, int err, const struct server_result *r
 
 static void run_deferred(struct nodes *ns);
 
+/* Only asked right after nodes_sync confirmed this member leads (and so tracks expiry): a
+ * follower's store reports every lease with ttl -1. */
 static bool lease_lapsed(void *ctx, int64_t lease)
 {
     struct nodes *ns = ctx;

@@ -78,7 +78,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
     o->version = "1.0.0";
     o->conns = 4;
     o->seconds = 5;
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             die("option without value");
@@ -113,7 +113,6 @@ static void parse_opts(int argc, char **argv, struct opts *o)
             o->label_ptrs[o->labels_len++] = l;
         } else
             die("unknown option");
-        i++;
     }
 }
 
@@ -864,7 +863,7 @@ int main(int argc, char **argv)
     parse_eps(argv[2]);
     if (net_loop_create(NULL, &loop) != 0)
         die("loop");
-    int rc;
+    int rc = 2;
     if (!strcmp(argv[1], "agent"))
         rc = run_agent(argc - 3, argv + 3);
     else if (!strcmp(argv[1], "call") && argc >= 4)

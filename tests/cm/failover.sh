@@ -20,6 +20,8 @@ while [ "$(grep -c 'state=up epoch=1 ' "$OUT/watch.out")" -lt $N ] && [ "$(now_m
     sleep 0.2
 done
 [ "$(grep -c 'state=up epoch=1 ' "$OUT/watch.out")" -ge $N ] && pass "$N nodes up" || fail "not every node came up"
+check_out "a follower refuses heartbeats" "code=FAILED_PRECONDITION message=etcdserver: not leader" \
+    "$CM_NODE" call "$(ep "$other")" heartbeat --id 1 --epoch 1
 sleep 2
 echo "killing leader m$leader"
 "$CLUSTER_SH" kill "$CLUSTER_DIR" "$leader" KILL

@@ -44,8 +44,8 @@ sleep 2
 kill -9 "$A_PID"
 wait "$A_PID" 2>/dev/null
 t0=$(now_ms)
-# Lease TTL, plus the leader's expiry scan and one services tick, plus ASan slack.
-expect "agent a down with epoch 2" "$OUT/watch.out" "^node id=$A_ID state=down epoch=2 " $((TTL_S + 5))
+# Lease TTL, plus the expiry scan and a services tick, plus slack for a loaded ASan machine.
+expect "agent a down with epoch 2" "$OUT/watch.out" "^node id=$A_ID state=down epoch=2 " $((TTL_S + 12))
 echo "kill -9 to DOWN: $(($(now_ms) - t0)) ms (lease TTL ${TTL_S} s)"
 grep -q "^node id=$A_ID state=suspect epoch=1 " "$OUT/watch.out" && pass "a was suspected first" ||
     fail "a went down without being suspected first"
@@ -59,7 +59,7 @@ expect "agent b registered" "$OUT/b.out" '^registered id=' 10
 B_ID=$(sed -n 's/^registered id=\([0-9a-f]*\) .*/\1/p' "$OUT/b.out" | head -1)
 expect "agent b up" "$OUT/watch.out" "^node id=$B_ID state=up epoch=1 " 10
 kill -STOP "$B_PID"
-expect "stopped agent b down with epoch 2" "$OUT/watch.out" "^node id=$B_ID state=down epoch=2 " $((TTL_S + 5))
+expect "stopped agent b down with epoch 2" "$OUT/watch.out" "^node id=$B_ID state=down epoch=2 " $((TTL_S + 12))
 kill -CONT "$B_PID"
 expect "b told to re-register" "$OUT/b.out" "^state id=$B_ID epoch=2 state=down command=reregister" 10
 expect "b's write fenced with epoch 1 fails" "$OUT/b.out" "^fence id=$B_ID epoch=1 succeeded=0" 10
