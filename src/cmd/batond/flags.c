@@ -343,6 +343,8 @@ static void flags_defaults(struct batond_flags *f)
     f->max_request_bytes = 1572864;
     f->max_txn_ops = 128;
     f->watch_progress_ms = 600000;
+    f->node_lease_ttl_ms = 10000;
+    f->node_heartbeat_ms = 1000;
     char e[128];
     parse_urls("", "http://127.0.0.1:2379", &f->listen_client, e, sizeof(e));
     f->advertise_client = f->listen_client;
