@@ -14,10 +14,11 @@
  *       on a stream); prints "code=<name> message=<text>" and the node(s) or heartbeat answer.
  *   cm_node watch EP
  *       Watches /baton/nodes/ and prints "node id=.. state=.. epoch=.. rev=.." per record put.
- *   cm_node load EP --nodes N [--conns C] [--seconds S] [--pid P]
+ *   cm_node load EP --nodes N [--conns C] [--seconds S] [--pid P] [--interval-ms I]
  *       Registers N nodes, then runs one heartbeat stream per node over C connections, each
- *       sending its next heartbeat as soon as the last is answered, for S seconds; with --pid,
- *       reports P's CPU time and RSS growth: heartbeats per CPU second, bytes per node.
+ *       sending its next heartbeat as soon as the last is answered (or, with I, once every I
+ *       ms), for S seconds; with --pid, reports P's CPU time and RSS growth: heartbeats per CPU
+ *       second, bytes per node.
  *
  * EPS: comma-separated host:port list. Exit status 0 unless the tool itself failed.
  */
@@ -69,6 +70,7 @@ struct opts {
     double seconds;
     int pid;
     int state;
+    int interval_ms;
 };
 
 static void parse_opts(int argc, char **argv, struct opts *o)
@@ -100,6 +102,8 @@ static void parse_opts(int argc, char **argv, struct opts *o)
             o->pid = atoi(v);
         else if (!strcmp(a, "--state"))
             o->state = atoi(v);
+        else if (!strcmp(a, "--interval-ms"))
+            o->interval_ms = atoi(v);
         else if (!strcmp(a, "--label") && o->labels_len < LABELS_MAX) {
             Baton__V1__Label *l = &o->labels[o->labels_len];
             baton__v1__label__init(l);
@@ -651,6 +655,7 @@ struct lnode {
     uint64_t id, epoch;
     struct rpc_client_call *call;
     int conn;
+    bool waiting; /* paced mode: a heartbeat is unanswered */
 };
 
 static struct {
@@ -660,6 +665,7 @@ static struct {
     bool ended[64];
     int conns;
     uint64_t beats;
+    int pace_next;
     bool running;
     const struct opts *o;
     struct arena arena;
@@ -729,9 +735,29 @@ static void lhb_on_message(struct rpc_client_call *c, const uint8_t *d, size_t n
     (void)d;
     (void)n;
     struct lnode *x = ctx;
+    x->waiting = false;
     if (ld.running) {
         ld.beats++;
-        lhb_send(x);
+        if (!ld.o->interval_ms)
+            lhb_send(x);
+    }
+}
+
+/* Paced mode: every 10 ms, the next slice of nodes sends, so each node beats once per
+ * interval (a node whose last heartbeat is unanswered skips its turn). */
+static void lhb_pace(void *ctx)
+{
+    (void)ctx;
+    if (!ld.running)
+        return;
+    int slice = (int)((int64_t)ld.n * 10 / ld.o->interval_ms);
+    for (int i = 0; i < (slice > 0 ? slice : 1); i++) {
+        struct lnode *x = &ld.nodes[ld.pace_next];
+        ld.pace_next = (ld.pace_next + 1) % ld.n;
+        if (x->call && !x->waiting) {
+            x->waiting = true;
+            lhb_send(x);
+        }
     }
 }
 
@@ -827,8 +853,12 @@ static int run_load(int argc, char **argv)
         if (rpc_client_call_start(net_client_rpc(ld.nc[x->conn]), "/baton.v1.Nodes/Heartbeat", NULL,
                                   0, 0, &lhb_cbs, x, &x->call) != 0)
             die("stream start");
-        lhb_send(x);
+        if (!o.interval_ms)
+            lhb_send(x);
     }
+    struct net_timer *pacer = NULL;
+    if (o.interval_ms && net_timer_start(loop, 10, 10, lhb_pace, NULL, &pacer) != 0)
+        die("timer");
     sleep_loop(1000); /* warm-up */
     uint64_t b0 = ld.beats;
     if (o.pid)
@@ -840,6 +870,8 @@ static int run_load(int argc, char **argv)
     if (o.pid)
         proc_stat(o.pid, &cpu2, &rss2);
     ld.running = false;
+    if (pacer)
+        net_timer_close(pacer);
     double secs = (double)(t3 - t2) / 1000;
     printf("heartbeats=%llu seconds=%.2f rate=%.0f/s\n", (unsigned long long)(b1 - b0), secs,
            (double)(b1 - b0) / secs);
