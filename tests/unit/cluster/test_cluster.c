@@ -348,6 +348,29 @@ TEST(liveness_leader_change_grace)
     cluster_liveness_destroy(w.lv);
 }
 
+TEST(liveness_draining_node_keeps_draining_when_its_lease_lapses)
+{
+    struct world w;
+    world_init(&w, 10000);
+    CHECK_OK(cluster_liveness_upsert(w.lv, 4, CLUSTER_NODE_DECOMMISSIONING, 3, 4, ++w.rev));
+    CHECK_OK(cluster_liveness_upsert(w.lv, 5, CLUSTER_NODE_DECOMMISSIONED, 3, 0, ++w.rev));
+    CHECK_OK(cluster_liveness_upsert(w.lv, 6, CLUSTER_NODE_REMOVED, 3, 0, ++w.rev));
+    w.now += 20000;
+    w.lapsed[4] = true;
+    CHECK_EQ(step_apply(&w), 1);
+    struct cluster_node_live *n = cluster_liveness_get(w.lv, 4);
+    CHECK_EQ(n->state, CLUSTER_NODE_DECOMMISSIONING);
+    CHECK_EQ_U64(n->epoch, 4);
+    CHECK_EQ(n->lease, 0);
+    /* Lease 0 is never checked again: no epoch churn; stopped nodes are left alone. */
+    for (int i = 0; i < 100; i++) {
+        w.now += 1000;
+        CHECK_EQ(step_apply(&w), 0);
+    }
+    CHECK_EQ_U64(cluster_liveness_get(w.lv, 4)->epoch, 4);
+    cluster_liveness_destroy(w.lv);
+}
+
 TEST(liveness_table_many_nodes)
 {
     struct cluster_liveness_config cfg;
