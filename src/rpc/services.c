@@ -49,6 +49,11 @@ void services_tick(struct services *sv)
     svc_nodes_tick(sv);
 }
 
+size_t services_internal_watchers(const struct services *sv)
+{
+    return svc_nodes_watchers(sv);
+}
+
 void services_destroy(struct services *sv)
 {
     svc_watch_destroy(sv);

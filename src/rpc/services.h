@@ -28,6 +28,9 @@ int services_create(struct rpc_server *rs, struct server *s, const struct servic
  * of elections and locks, snapshot copies that finished and can start streaming, the node
  * registry's liveness checks (on the leader). */
 void services_tick(struct services *sv);
+/* Watchers the services hold on the store for themselves (the leader's node table), not for
+ * clients: metrics of client watchers subtract them. */
+size_t services_internal_watchers(const struct services *sv);
 /* Cancels what the services hold (watchers, keep-alive streams). */
 void services_destroy(struct services *sv);
 

@@ -64,6 +64,8 @@ void svc_maint_tick(struct services *sv);
 /* svc_baton_nodes.c: baton.v1.Nodes. The tick follows leadership (loads the node table on
  * promotion) and proposes the liveness policy's transitions. */
 int svc_nodes_register(struct services *sv);
+/* 1 while the node table's watch runs (this member leads), else 0. */
+size_t svc_nodes_watchers(const struct services *sv);
 void svc_nodes_tick(struct services *sv);
 /* Ends the heartbeat streams' work and cancels transitions in flight; frees the node table. */
 void svc_nodes_destroy(struct services *sv);

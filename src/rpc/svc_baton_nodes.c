@@ -1339,6 +1339,11 @@ static void on_remove(struct rpc_call *call, const ProtobufCMessage *msg, void *
 
 /* ---- Registration ------------------------------------------------------------------------- */
 
+size_t svc_nodes_watchers(const struct services *sv)
+{
+    return sv->nodes && sv->nodes->watching ? 1 : 0;
+}
+
 void svc_nodes_destroy(struct services *sv)
 {
     struct nodes *ns = nodes_of(sv);

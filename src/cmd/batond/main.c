@@ -216,9 +216,13 @@ STATUS_GAUGE(g_db_size, db_size)
 STATUS_GAUGE(g_db_in_use, db_size_in_use)
 STATUS_GAUGE(g_revision, revision)
 
+/* Client watchers, as etcd counts them: not the services' own (the node table's). */
 static double g_watchers(void *ctx)
 {
-    return (double)mvcc_watch_count(server_store(((struct batond *)ctx)->srv));
+    struct batond *b = ctx;
+    size_t n = mvcc_watch_count(server_store(b->srv));
+    size_t own = b->svc ? services_internal_watchers(b->svc) : 0;
+    return (double)(n >= own ? n - own : 0);
 }
 
 static double g_slow_watchers(void *ctx)
