@@ -18,7 +18,7 @@ single)
     ;;
 failover)
     n=3
-    export CLUSTER_EXTRA_FLAGS="--node-lease-ttl-ms 4000 --node-heartbeat-interval-ms 500"
+    export CLUSTER_EXTRA_FLAGS="--node-lease-ttl-ms 6000 --node-heartbeat-interval-ms 500"
     ;;
 load)
     n=1
