@@ -29,7 +29,10 @@ int services_create(struct rpc_server *rs, struct server *s, const struct servic
         rc = svc_cluster_register(sv);
     if (!rc)
         rc = svc_maint_register(sv);
+    if (!rc)
+        rc = svc_nodes_register(sv);
     if (rc) {
+        svc_nodes_destroy(sv);
         svc_maint_destroy(sv);
         free(sv);
         return rc;
@@ -43,6 +46,12 @@ void services_tick(struct services *sv)
     svc_watch_tick(sv);
     svc_recipe_tick(sv);
     svc_maint_tick(sv);
+    svc_nodes_tick(sv);
+}
+
+size_t services_internal_watchers(const struct services *sv)
+{
+    return svc_nodes_watchers(sv);
 }
 
 void services_destroy(struct services *sv)
@@ -51,5 +60,6 @@ void services_destroy(struct services *sv)
     svc_lease_destroy(sv);
     svc_recipe_destroy(sv);
     svc_maint_destroy(sv);
+    svc_nodes_destroy(sv);
     free(sv);
 }

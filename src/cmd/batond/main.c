@@ -224,9 +224,13 @@ STATUS_GAUGE(g_db_size, db_size)
 STATUS_GAUGE(g_db_in_use, db_size_in_use)
 STATUS_GAUGE(g_revision, revision)
 
+/* Client watchers, as etcd counts them: not the services' own (the node table's). */
 static double g_watchers(void *ctx)
 {
-    return (double)mvcc_watch_count(server_store(((struct batond *)ctx)->srv));
+    struct batond *b = ctx;
+    size_t n = mvcc_watch_count(server_store(b->srv));
+    size_t own = b->svc ? services_internal_watchers(b->svc) : 0;
+    return (double)(n >= own ? n - own : 0);
 }
 
 static double g_slow_watchers(void *ctx)
@@ -486,8 +490,9 @@ static int start_clients(struct batond *b, char *err, size_t err_len)
     rc_cfg.streams_max = 10000;
     rc_cfg.log = &b->log;
     int rc = rpc_server_create(&rc_cfg, &b->rpc);
-    struct services_config sc = {b->f.max_request_bytes, b->f.max_txn_ops, &b->log,
-                                 b->f.watch_progress_ms};
+    struct services_config sc = {
+        b->f.max_request_bytes, b->f.max_txn_ops,       &b->log,
+        b->f.watch_progress_ms, b->f.node_lease_ttl_ms, b->f.node_heartbeat_ms};
     if (!rc)
         rc = services_create(b->rpc, b->srv, &sc, &b->svc);
     for (int i = 0; !rc && i < b->f.listen_client.len; i++) {
