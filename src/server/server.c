@@ -208,10 +208,31 @@ static void leader_changed(struct server *s, const struct raft_status *st)
         calls_fail_forwarded(s, st->leader);
 }
 
+/* Proposes what callbacks asked for while the last ready was outstanding. */
+static void propose_deferred(struct server *s)
+{
+    size_t off = 0;
+    while (off + 12 <= s->deferred.len) {
+        uint32_t n = le32_get(s->deferred.data + off);
+        uint64_t id = le64_get(s->deferred.data + off + 4);
+        struct server_call *c = calls_find(s, id);
+        if (c) {
+            int rc = s->leader == s->o.member_id
+                         ? raft_propose(s->raft, s->deferred.data + off + 12, n, &c->index)
+                         : BATON_ENOTLEADER;
+            if (rc)
+                calls_finish(c, rc == BATON_ENOTLEADER ? BATON_EPROPOSALDROP : rc, NULL);
+        }
+        off += 12 + n;
+    }
+    buf_clear(&s->deferred);
+}
+
 static void handle_ready(struct server *s)
 {
     struct raft_ready rd;
     raft_ready(s->raft, &rd);
+    s->in_ready = true;
     if (rd.persist) {
         int rc = submit_persist(s, rd.persist);
         if (rc) {
@@ -242,6 +263,8 @@ static void handle_ready(struct server *s)
     if (sr_len)
         memcpy(sr, rd.snap_reads, sr_len * sizeof(sr[0]));
     raft_advance(s->raft, &rd);
+    s->in_ready = false;
+    propose_deferred(s);
     for (size_t i = 0; i < sr_len; i++)
         snap_serve_read(s, &sr[i]);
     report_unreachable(s);
@@ -302,9 +325,16 @@ int server_propose(struct server *s, struct request *req, struct arena *a, serve
     uint8_t kind = FRAME_FORWARD;
     int rc = buf_append(&s->frame, &kind, 1);
     rc = rc ? rc : request_encode(req, &s->frame);
-    if (!rc && s->leader == s->o.member_id)
+    if (!rc && s->leader == s->o.member_id && s->in_ready) {
+        /* A callback inside a ready: Raft takes the entry once the ready is advanced. */
+        uint8_t h[12];
+        le32_put(h, (uint32_t)(s->frame.len - 1));
+        le64_put(h + 4, c->req_id);
+        rc = buf_append(&s->deferred, h, sizeof(h));
+        rc = rc ? rc : buf_append(&s->deferred, s->frame.data + 1, s->frame.len - 1);
+    } else if (!rc && s->leader == s->o.member_id) {
         rc = raft_propose(s->raft, s->frame.data + 1, s->frame.len - 1, &c->index);
-    else if (!rc) {
+    } else if (!rc) {
         c->fwd_leader = s->leader;
         send_frame(s, s->leader, false);
     }
@@ -693,6 +723,7 @@ void server_close(struct server *s)
     free(s->wal_entries);
     free(s->completions);
     buf_free(&s->frame);
+    buf_free(&s->deferred);
     arena_free(&s->scratch);
     free(s);
 }

@@ -176,6 +176,10 @@ struct server {
     uint64_t unreachable[SERVER_PEERS_MAX]; /* failed sends, reported after the ready */
     int unreachable_len;
     int processing; /* re-entrancy guard for process() */
+    bool in_ready;  /* between raft_ready and raft_advance: Raft takes no proposal */
+    /* Proposals made by callbacks that ran inside a ready (e.g. on an apply): proposed right
+     * after raft_advance. Records: [u32 length][u64 request id][entry bytes]. */
+    struct buf deferred;
     bool kicked;    /* a wake is pending: server_on_wal will run */
     bool again;
 };

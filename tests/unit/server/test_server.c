@@ -285,6 +285,52 @@ static void cluster_stop(struct cluster *c)
 
 static struct cluster cl;
 
+/* A callback that proposes again, as services do (e.g. a put after a compare that failed). */
+struct chain {
+    struct server *s;
+    struct arena a;
+    int left;
+    struct waiter last;
+};
+static void on_chained(void *ctx, int err, const struct server_result *res)
+{
+    struct chain *ch = ctx;
+    CHECK_OK(err);
+    if (--ch->left == 0) {
+        on_done(&ch->last, err, res);
+        return;
+    }
+    struct request q = {.type = REQ_PUT};
+    q.u.put.key = (struct mvcc_bytes){(const uint8_t *)"chain", 5};
+    q.u.put.value = (struct mvcc_bytes){(const uint8_t *)"v", 1};
+    CHECK_OK(server_propose(ch->s, &q, &ch->a, on_chained, ch, NULL));
+}
+
+static void chain_on_every_member(int n)
+{
+    cluster_start(&cl, n);
+    CHECK(run_until(&cl, has_leader_everywhere, NULL, 10000));
+    for (int at = 0; at < n; at++) {
+        struct chain ch = {.s = cl.m[at].s, .left = 6}; /* a start and 5 completions */
+        arena_init(&ch.a, 1024);
+        on_chained(&ch, 0, NULL);
+        CHECK(run_until(&cl, waiter_done, &ch.last, 10000));
+        CHECK_OK(ch.last.err);
+        arena_free(&ch.a);
+    }
+    cluster_stop(&cl);
+}
+
+TEST(a_callback_may_propose_one_member)
+{
+    chain_on_every_member(1);
+}
+
+TEST(a_callback_may_propose_three_members)
+{
+    chain_on_every_member(3);
+}
+
 TEST(single_member_writes_reads_and_restarts)
 {
     cluster_start(&cl, 1);
