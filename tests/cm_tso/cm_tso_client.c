@@ -687,7 +687,8 @@ struct range {
 struct lclient {
     struct ctx *x;
     int id, ep;
-    bool ids; /* AllocIds instead of GetTimestamp */
+    bool ids;  /* AllocIds instead of GetTimestamp */
+    bool roam; /* the next endpoint after every answer, not only after errors */
     bool busy;
     uint64_t retry_at_us;
     uint64_t floor; /* the largest value any client had received when this request went */
@@ -765,6 +766,8 @@ static void l_on_close(struct rpc_client_call *call, int code, const char *msg, 
     if (code == GRPC_OK) {
         c->oks++;
         L.oks++;
+        if (c->roam)
+            c->ep = (c->ep + 1) % c->x->neps;
         return;
     }
     /* Any error: the next endpoint, after a pause. */
@@ -805,10 +808,13 @@ static bool l_loop(void *arg)
     uint64_t now = now_us();
     if (now - L.last_progress_write > 200000) {
         L.last_progress_write = now;
-        FILE *f = fopen(L.progress_file, "w");
+        char tmp[4096];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", L.progress_file);
+        FILE *f = fopen(tmp, "w");
         if (f) {
             fprintf(f, "%" PRIu64 "\n", L.oks);
             fclose(f);
+            rename(tmp, L.progress_file); /* the reader never sees a half-written file */
         }
         if (access(L.stop_file, F_OK) == 0 || now > L.deadline_us)
             L.stop = true;
@@ -851,7 +857,8 @@ static int mode_linear(struct ctx *x, int clients, const char *stop, const char 
     L.deadline_us = now_us() + (uint64_t)max_secs * 1000000u;
     prng_seed(&L.prng, 42);
     for (int i = 0; i < L.n; i++) {
-        L.c[i] = (struct lclient){.x = x, .id = i, .ep = i % x->neps, .ids = i == L.n - 1};
+        L.c[i] = (struct lclient){
+            .x = x, .id = i, .ep = i % x->neps, .ids = i == L.n - 1, .roam = i < 2};
     }
     /* The loop polls l_loop after every iteration and at least every 10 ms. */
     while (!l_loop(NULL))
