@@ -773,6 +773,7 @@ static struct {
     uint64_t deadline_us, last_progress_write;
     struct prng prng;
     uint64_t codes[17];
+    uint64_t ts_oks_by_ep[EPS_MAX]; /* timestamp answers from each endpoint */
 } L;
 
 static void range_add(struct range **v, size_t *len, size_t *cap, uint64_t first, uint64_t n)
@@ -830,6 +831,8 @@ static void l_on_close(struct rpc_client_call *call, int code, const char *msg, 
     if (code == GRPC_OK) {
         c->oks++;
         L.oks++;
+        if (!c->ids)
+            L.ts_oks_by_ep[c->ep]++;
         if (c->roam)
             c->ep = (c->ep + 1) % c->x->neps;
         return;
@@ -866,6 +869,12 @@ static void l_issue(struct lclient *c)
     }
 }
 
+static int eps_n;
+static int c_eps(void)
+{
+    return eps_n;
+}
+
 static bool l_loop(void *arg)
 {
     (void)arg;
@@ -876,7 +885,11 @@ static bool l_loop(void *arg)
         snprintf(tmp, sizeof(tmp), "%s.tmp", L.progress_file);
         FILE *f = fopen(tmp, "w");
         if (f) {
-            fprintf(f, "%" PRIu64 "\n", L.oks);
+            /* "total ts-answers-from-endpoint-1 ... -n" */
+            fprintf(f, "%" PRIu64, L.oks);
+            for (int i = 0; i < c_eps(); i++)
+                fprintf(f, " %" PRIu64, L.ts_oks_by_ep[i]);
+            fprintf(f, "\n");
             fclose(f);
             rename(tmp, L.progress_file); /* the reader never sees a half-written file */
         }
@@ -917,6 +930,7 @@ static int mode_linear(struct ctx *x, int clients, const char *stop, const char 
 {
     L.n = clients + 1 > CLIENTS_MAX ? CLIENTS_MAX : clients + 1;
     L.stop_file = stop;
+    eps_n = x->neps;
     L.progress_file = progress;
     L.deadline_us = now_us() + (uint64_t)max_secs * 1000000u;
     prng_seed(&L.prng, 42);
