@@ -774,6 +774,7 @@ static struct {
     struct prng prng;
     uint64_t codes[17];
     uint64_t ts_oks_by_ep[EPS_MAX]; /* timestamp answers from each endpoint */
+    int last_ep;                    /* 1-based endpoint of the last timestamp answer */
 } L;
 
 static void range_add(struct range **v, size_t *len, size_t *cap, uint64_t first, uint64_t n)
@@ -831,8 +832,10 @@ static void l_on_close(struct rpc_client_call *call, int code, const char *msg, 
     if (code == GRPC_OK) {
         c->oks++;
         L.oks++;
-        if (!c->ids)
+        if (!c->ids) {
             L.ts_oks_by_ep[c->ep]++;
+            L.last_ep = c->ep + 1;
+        }
         if (c->roam)
             c->ep = (c->ep + 1) % c->x->neps;
         return;
@@ -885,11 +888,11 @@ static bool l_loop(void *arg)
         snprintf(tmp, sizeof(tmp), "%s.tmp", L.progress_file);
         FILE *f = fopen(tmp, "w");
         if (f) {
-            /* "total ts-answers-from-endpoint-1 ... -n" */
+            /* "total ts-answers-from-endpoint-1 ... -n last-answering-endpoint" */
             fprintf(f, "%" PRIu64, L.oks);
             for (int i = 0; i < c_eps(); i++)
                 fprintf(f, " %" PRIu64, L.ts_oks_by_ep[i]);
-            fprintf(f, "\n");
+            fprintf(f, " %d\n", L.last_ep);
             fclose(f);
             rename(tmp, L.progress_file); /* the reader never sees a half-written file */
         }
