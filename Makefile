@@ -49,7 +49,8 @@ cluster-stop:
 	@scripts/cluster.sh stop
 
 # Jepsen-style runs on real clusters in network namespaces (root); see tests/chaos/README.md.
-CHAOS_SERVER ?= /usr/bin/etcd
+CHAOS_SERVER ?= $(RELEASE)/src/cmd/batond/batond
+CHAOS_REFERENCE ?= /usr/bin/etcd
 DURATION ?= 600
 SEED ?= $(shell date +%s)
 NODES ?= 3
@@ -60,7 +61,7 @@ chaos: build
 	@tests/chaos/run.sh --server $(CHAOS_SERVER) --duration $(DURATION) --seed $(SEED) \
 	  --nodes $(NODES) --checker $(RELEASE)/tests/chaos/chaos_check
 chaos-calibrate: build
-	@tests/chaos/calibrate.sh --server $(CHAOS_SERVER) --checker $(RELEASE)/tests/chaos/chaos_check
+	@tests/chaos/calibrate.sh --server $(CHAOS_REFERENCE) --checker $(RELEASE)/tests/chaos/chaos_check
 
 # batond against etcd 3.4 on loopback (release build), same workloads, medians over rounds;
 # ~10 min by default. BENCH_ARGS="--rounds 1 --duration 2" shortens it; SAVE=1 writes

@@ -279,19 +279,26 @@ def table(results, a, extra):
                 L.append("| | %s %s | %s | %s | %s | | | | |" % (op, u, fmt(b, 2), fmt(e, 2),
                                                               ratio(b, e)))
     L.append("")
-    rss = {}
-    for name in ("batond", "etcd"):
-        vals = []
-        for (n, w), rs in results.items():
-            if n == name and not w.startswith("_"):
-                vals += [r.get("server_rss_max_kb") for r in rs
-                         if r and not r.get("unsupported") and r.get("server_rss_max_kb")]
-        rss[name] = max(vals) / 1024 if vals else None
+    def max_mib(key):
+        out = {}
+        for name in ("batond", "etcd"):
+            vals = []
+            for (n, w), rs in results.items():
+                if n == name and not w.startswith("_"):
+                    vals += [r.get(key) for r in rs
+                             if r and not r.get("unsupported") and r.get(key)]
+            out[name] = max(vals) / 1024 if vals else None
+        return out
+    rss, anon = max_mib("server_rss_max_kb"), max_mib("server_anon_max_kb")
     db, de = med(results.get(("batond", "_disk"), [])), med(results.get(("etcd", "_disk"), []))
     L.append("| resource | batond | etcd | batond/etcd |")
     L.append("|---|---|---|---|")
     L.append("| peak RSS per member, MiB (max VmHWM) | %s | %s | %s |" % (
         fmt(rss["batond"]), fmt(rss["etcd"]), ratio(rss["batond"], rss["etcd"])))
+    # Both map their data file: VmHWM counts the file's pages they touched (page cache, shared
+    # and reclaimable); RssAnon is the memory of the process itself.
+    L.append("| private RSS per member after a workload, MiB (max RssAnon) | %s | %s | %s |" % (
+        fmt(anon["batond"]), fmt(anon["etcd"]), ratio(anon["batond"], anon["etcd"])))
     L.append("| data dir per member after the load, MiB | %s | %s | %s |" % (
         fmt(db and db / 2**20), fmt(de and de / 2**20), ratio(db, de)))
     for key, label in extra:

@@ -75,6 +75,14 @@ static inline uint64_t be64_get(const uint8_t *p)
         v = (v << 8) | p[i];
     return v;
 }
+static inline void le16_put(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8);
+}
+static inline uint16_t le16_get(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
 static inline void le32_put(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16),

@@ -23,11 +23,11 @@
  * reopen, which rebuilds memory from the durable state, then replay its WAL from
  * mvcc_applied_index().
  *
- * Durability: LMDB is opened with MDB_NOMETASYNC: each batch commit fsyncs the data pages but
- * writes the meta page lazily. After a crash the store therefore opens at the last commit whose
- * meta page reached disk (at worst the one before the last), which is a consistent state whose
- * applied index is the one read by mvcc_applied_index(); the server replays its WAL from there.
- * mvcc_sync() forces the meta page out; call it before releasing WAL segments.
+ * Durability (unless cfg.no_sync): LMDB is opened with MDB_NOMETASYNC: each batch commit fsyncs the
+ * data pages but writes the meta page lazily. After a crash the store therefore opens at the last
+ * commit whose meta page reached disk (at worst the one before the last), which is a consistent
+ * state whose applied index is the one read by mvcc_applied_index(); the server replays its WAL
+ * from there. mvcc_sync() forces the meta page out; call it before releasing WAL segments.
  *
  * Memory returned in responses is allocated in the struct arena the caller passes and stays
  * valid until that arena is reset; nothing points into LMDB's map.
@@ -81,12 +81,17 @@ const char *mvcc_strerror(int err);
 struct mvcc_store;
 
 struct mvcc_config {
-    const char *path;           /* LMDB data file (a file, not a directory); lock file path-lock */
-    uint64_t quota_bytes;       /* backend quota; default 2 GiB as etcd */
-    uint64_t map_size_bytes;    /* LMDB map size; default quota + max(quota/2, 64 MiB) headroom */
-    uint32_t max_txn_ops;       /* default 128 as etcd's --max-txn-ops */
-    uint32_t watch_batch_max;   /* most events per watch callback; default 1000 */
-    int64_t min_lease_ttl_s;    /* shorter lease TTLs are raised to this (etcd: 1.5 × election) */
+    const char *path;         /* LMDB data file (a file, not a directory); lock file path-lock */
+    uint64_t quota_bytes;     /* backend quota; default 2 GiB as etcd */
+    uint64_t map_size_bytes;  /* LMDB map size; default quota + max(quota/2, 64 MiB) headroom */
+    uint32_t max_txn_ops;     /* default 128 as etcd's --max-txn-ops */
+    uint32_t watch_batch_max; /* most events per watch callback; default 1000 */
+    int64_t min_lease_ttl_s;  /* shorter lease TTLs are raised to this (etcd: 1.5 × election) */
+    /* Batch commits do not fsync (MDB_NOSYNC): a killed process loses nothing (the page cache
+     * survives it), but after an operating-system crash the file may be torn and must not be
+     * used. The caller takes that on (the server rebuilds the store from its snapshot and WAL
+     * after a reboot; see server.h). mvcc_sync and mvcc_close still flush. Default false. */
+    bool no_sync;
     const struct log_sink *log; /* borrowed, may be NULL */
 };
 

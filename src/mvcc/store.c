@@ -255,8 +255,10 @@ int store_env_open(struct mvcc_store *s)
         return mdb_to_err(rc);
     if ((rc = mdb_env_set_mapsize(s->env, s->cfg.map_size_bytes)) != 0 ||
         (rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
-        (rc = mdb_env_open(s->env, s->path, MDB_NOSUBDIR | MDB_NOMETASYNC | MDB_NOTLS, 0644)) !=
-            0) {
+        (rc =
+             mdb_env_open(s->env, s->path,
+                          MDB_NOSUBDIR | MDB_NOTLS | (s->cfg.no_sync ? MDB_NOSYNC : MDB_NOMETASYNC),
+                          0644)) != 0) {
         mdb_env_close(s->env);
         s->env = NULL;
         return mdb_to_err(rc);
@@ -375,6 +377,8 @@ void mvcc_close(struct mvcc_store *s)
         mdb_txn_abort(s->wtxn);
     if (s->rtxn)
         mdb_txn_abort(s->rtxn);
+    if (s->env && s->cfg.no_sync && !s->poisoned)
+        (void)mdb_env_sync(s->env, 1); /* a clean close leaves a file that survives a reboot */
     if (s->env)
         mdb_env_close(s->env);
     kidx_free(&s->idx);

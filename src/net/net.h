@@ -116,6 +116,9 @@ struct net_peer_handler {
     /* The peer's side closed or refused a connection: its process is most likely gone. */
     void (*on_peer_down)(void *ctx, uint64_t peer);
     void *ctx;
+    /* Optional: a member starting with --initial-cluster-state existing asks who it is (see
+     * net_peers_discover); append the answer for the member advertising peer_url to reply. */
+    void (*on_discover)(void *ctx, const char *peer_url, struct buf *reply);
 };
 
 struct net_peers_config {
@@ -148,6 +151,13 @@ int net_peers_send(struct net_peers *p, uint64_t to, enum net_channel ch, const 
                    size_t len);
 /* True when the message link to peer is connected. */
 bool net_peers_connected(const struct net_peers *p, uint64_t peer);
+/* Discovery, for a member joining an existing cluster before it knows its own id: connects to
+ * the member listening for peers at host:port, sends peer_url and reads the member's answer
+ * (whatever its on_discover appended) into reply. Blocking, bounded by timeout_ms; meant for
+ * start-up, before the loop runs. 0, -errno, BATON_ETIMEOUT, BATON_EPROTO (closed without an
+ * answer), BATON_EINVAL. */
+int net_peers_discover(const char *host, uint16_t port, const char *peer_url, uint32_t timeout_ms,
+                       struct buf *reply);
 /* Closes everything; done(ctx) runs once every handle is closed (then p is freed). No handler
  * callback runs after this call. */
 void net_peers_stop(struct net_peers *p, void (*done)(void *ctx), void *ctx);

@@ -5,13 +5,19 @@
  */
 #include "net/net_int.h"
 
+#include <errno.h>
 #include <netdb.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-#define HANDSHAKE_MAGIC "BATONPR1"
-#define HANDSHAKE_LEN   (8 + 8 + 8 + 8 + 1)
-#define READ_CHUNK      (64 * 1024)
+#define HANDSHAKE_MAGIC  "BATONPR1"
+#define HANDSHAKE_LEN    (8 + 8 + 8 + 8 + 1)
+#define DISCOVER_MAGIC   "BATONDS1" /* then u32 length + a joining member's peer URL */
+#define DISCOVER_URL_MAX 1024
+#define READ_CHUNK       (64 * 1024)
 
 struct net_peers;
 struct link;
@@ -26,6 +32,7 @@ struct conn {
     bool handshaken;
     bool writing;
     bool closing;
+    bool discovery;  /* incoming: a discovery request answered, close once written */
     struct buf rbuf; /* incoming bytes not yet framed */
     struct buf wbuf; /* bytes handed to uv_write */
     uv_connect_t creq;
@@ -221,12 +228,50 @@ static bool handshake_check(struct conn *c, const uint8_t *p)
     return true;
 }
 
+static void on_write(uv_write_t *req, int status);
+
+/* A joining member asks who it is (see net_peers_discover): answer with the handler's reply in
+ * one length-prefixed frame, then close. false: malformed. */
+static bool conn_discover(struct conn *c)
+{
+    struct net_peers *np = c->np;
+    if (c->rbuf.len < 12)
+        return true;
+    uint32_t n = le32_get(c->rbuf.data + 8);
+    if (n == 0 || n > DISCOVER_URL_MAX || !np->h.on_discover)
+        return false;
+    if (c->rbuf.len < 12 + (size_t)n)
+        return true;
+    if (c->discovery)
+        return false; /* one request per connection */
+    c->discovery = true;
+    char url[DISCOVER_URL_MAX + 1];
+    memcpy(url, c->rbuf.data + 12, n);
+    url[n] = 0;
+    uint8_t len[4] = {0};
+    if (buf_append(&c->wbuf, len, sizeof(len)) != 0)
+        return false;
+    np->h.on_discover(np->h.ctx, url, &c->wbuf);
+    le32_put(c->wbuf.data, (uint32_t)(c->wbuf.len - 4));
+    uv_buf_t b = uv_buf_init((char *)c->wbuf.data, (unsigned)c->wbuf.len);
+    c->wreq.data = c;
+    c->writing = true;
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+        c->writing = false;
+        return false;
+    }
+    return true;
+}
+
 /* Delivers every complete frame in rbuf. false: protocol error (connection must close). */
 static bool conn_deliver(struct conn *c)
 {
     struct net_peers *np = c->np;
     size_t off = 0;
     bool ok = true;
+    if (c->discovery ||
+        (!c->handshaken && c->rbuf.len >= 8 && memcmp(c->rbuf.data, DISCOVER_MAGIC, 8) == 0))
+        return conn_discover(c);
     if (!c->handshaken) {
         if (c->rbuf.len < HANDSHAKE_LEN)
             return true;
@@ -281,6 +326,10 @@ static void on_write(uv_write_t *req, int status)
     buf_clear(&c->wbuf);
     if (c->closing)
         return;
+    if (c->discovery) {
+        conn_close(c);
+        return;
+    }
     if (status < 0) {
         conn_fail(c, status);
         return;
@@ -559,6 +608,7 @@ void net_peers_stop(struct net_peers *np, void (*done)(void *ctx), void *ctx)
     np->stop_done = done;
     np->stop_ctx = ctx;
     np->h.on_message = NULL;
+    np->h.on_discover = NULL;
     np->h.on_peer_down = NULL;
     for (int i = 0; i < NET_PEERS_MAX; i++) {
         peer_close_links(&np->peers[i]);
@@ -573,4 +623,83 @@ void net_peers_stop(struct net_peers *np, void (*done)(void *ctx), void *ctx)
      * completes the stop. */
     if (np->listening)
         uv_close((uv_handle_t *)&np->listener, handle_closed);
+}
+
+/* Waits until fd is ready for events or the deadline passes. */
+static int wait_fd(int fd, short events, uint64_t deadline_ms)
+{
+    for (;;) {
+        uint64_t now = net_now_ms();
+        if (now >= deadline_ms)
+            return BATON_ETIMEOUT;
+        struct pollfd p = {.fd = fd, .events = events};
+        int n = poll(&p, 1, (int)(deadline_ms - now));
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+int net_peers_discover(const char *host, uint16_t port, const char *peer_url, uint32_t timeout_ms,
+                       struct buf *reply)
+{
+    size_t url_len = strlen(peer_url);
+    if (url_len == 0 || url_len > DISCOVER_URL_MAX)
+        return BATON_EINVAL;
+    struct sockaddr_storage ss;
+    int rc = resolve(host, port, &ss);
+    if (rc)
+        return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    uint64_t deadline = net_now_ms() + timeout_ms;
+    socklen_t sl =
+        ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    if (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS)
+        rc = -errno;
+    int soerr = 0;
+    socklen_t el = sizeof(soerr);
+    if (!rc && !(rc = wait_fd(fd, POLLOUT, deadline)) &&
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &el) == 0 && soerr)
+        rc = -soerr;
+    uint8_t req[12 + DISCOVER_URL_MAX];
+    memcpy(req, DISCOVER_MAGIC, 8);
+    le32_put(req + 8, (uint32_t)url_len);
+    memcpy(req + 12, peer_url, url_len);
+    for (size_t off = 0; !rc && off < 12 + url_len;) {
+        ssize_t n = send(fd, req + off, 12 + url_len - off, MSG_NOSIGNAL);
+        if (n > 0)
+            off += (size_t)n;
+        else if (n < 0 && errno != EAGAIN && errno != EINTR)
+            rc = -errno;
+        else
+            rc = wait_fd(fd, POLLOUT, deadline);
+    }
+    /* The reply: u32 length, then that many bytes; the member closes after it. */
+    buf_clear(reply);
+    size_t want = 4;
+    uint8_t chunk[4096];
+    while (!rc && reply->len < want) {
+        ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+        if (n > 0) {
+            rc = buf_append(reply, chunk, (size_t)n);
+            if (!rc && want == 4 && reply->len >= 4) {
+                want = 4 + (size_t)le32_get(reply->data);
+                if (want > 4 + (1u << 20))
+                    rc = BATON_EPROTO;
+            }
+        } else if (n == 0) {
+            rc = BATON_EPROTO; /* closed early: not a member of ours, or an older one */
+        } else if (errno != EAGAIN && errno != EINTR) {
+            rc = -errno;
+        } else {
+            rc = wait_fd(fd, POLLIN, deadline);
+        }
+    }
+    close(fd);
+    if (!rc)
+        buf_consume(reply, 4);
+    return rc;
 }

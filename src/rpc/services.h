@@ -15,6 +15,8 @@ struct services_config {
     uint32_t max_txn_ops;
     const struct log_sink *log;
     uint32_t watch_progress_ms; /* progress_notify interval; 0: etcd's 10 minutes */
+    uint32_t node_lease_ttl_ms; /* baton.v1.Nodes: a node's lease TTL (whole seconds); 0: 10 s */
+    uint32_t node_heartbeat_ms; /* the heartbeat interval nodes are told; 0: 1 s */
     /* This member's software version ("major.minor.patch"), published for the cluster version
      * (baton.v1.Config); NULL or "": not published. Borrowed; must outlive the services. */
     const char *version;
@@ -27,8 +29,12 @@ struct services;
 int services_create(struct rpc_server *rs, struct server *s, const struct services_config *cfg,
                     struct services **out);
 /* Periodic work, at the member's tick rate: watch catch-up and progress notifications, waiters
- * of elections and locks, snapshot copies that finished and can start streaming. */
+ * of elections and locks, snapshot copies that finished and can start streaming, the node
+ * registry's liveness checks (on the leader). */
 void services_tick(struct services *sv);
+/* Watchers the services hold on the store for themselves (the leader's node table), not for
+ * clients: metrics of client watchers subtract them. */
+size_t services_internal_watchers(const struct services *sv);
 /* Cancels what the services hold (watchers, keep-alive streams). */
 void services_destroy(struct services *sv);
 

@@ -17,6 +17,7 @@ struct services {
     struct svc_recipe *recipes;    /* svc_election.c: Campaign, Lock, Observe calls held */
     size_t recipes_len;
     struct maint *maint;     /* svc_maint.c: snapshot streams in progress */
+    struct nodes *nodes;     /* svc_baton_nodes.c: the leader's node table, heartbeat streams */
     struct tso_svc *tso;     /* svc_baton_tso.c */
     struct cfg_svc *cfg_svc; /* svc_baton_config.c */
 };
@@ -62,6 +63,14 @@ void svc_maint_destroy(struct services *sv);
 /* Snapshot copies that finished start streaming. */
 void svc_maint_tick(struct services *sv);
 
+/* svc_baton_nodes.c: baton.v1.Nodes. The tick follows leadership (loads the node table on
+ * promotion) and proposes the liveness policy's transitions. */
+int svc_nodes_register(struct services *sv);
+/* 1 while the node table's watch runs (this member leads), else 0. */
+size_t svc_nodes_watchers(const struct services *sv);
+void svc_nodes_tick(struct services *sv);
+/* Ends the heartbeat streams' work and cancels transitions in flight; frees the node table. */
+void svc_nodes_destroy(struct services *sv);
 /* baton.v1.Tso (svc_baton_tso.c): leadership changes, window extension, request deadlines. */
 int svc_tso_register(struct services *sv);
 void svc_tso_tick(struct services *sv);

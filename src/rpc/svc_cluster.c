@@ -187,7 +187,10 @@ static void on_barrier(void *ctx, int err, const struct server_result *res)
     struct cluster_call *c = ctx;
     c->pending = NULL;
     rpc_call_set_user(c->call, NULL);
-    if (err) {
+    /* A change that succeeded is reported as such even when no leader can confirm the list
+     * right now (a leader that removed itself steps down as the change commits): the list is
+     * then this member's, which may lag by that change. */
+    if (err && c->op == OP_LIST) {
         svc_finish_err(c->call, err);
         return;
     }
@@ -197,7 +200,10 @@ static void on_barrier(void *ctx, int err, const struct server_result *res)
 static void barrier_then_respond(struct cluster_call *c)
 {
     int rc = server_read_barrier(c->sv->s, on_barrier, c, &c->pending);
-    if (rc) {
+    if (rc && c->op != OP_LIST) {
+        rpc_call_set_user(c->call, NULL);
+        respond(c);
+    } else if (rc) {
         rpc_call_set_user(c->call, NULL);
         svc_finish_err(c->call, rc);
     }

@@ -58,6 +58,8 @@ int rpc_outq_frame(struct rpc_outq *q, const ProtobufCMessage *msg, const void *
 size_t rpc_outq_take(struct rpc_outq *q, uint8_t *dst, size_t len)
 {
     size_t n = BATON_MIN(len, rpc_outq_pending(q));
+    if (n == 0)
+        return 0; /* an empty queue may have no buffer: memcpy from NULL is undefined */
     memcpy(dst, q->b.data + q->off, n);
     q->off += n;
     if (q->off == q->b.len) {

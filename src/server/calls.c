@@ -89,6 +89,16 @@ void server_call_cancel(struct server_call *c)
     free(c);
 }
 
+void calls_fail_forwarded(struct server *s, uint64_t new_leader)
+{
+    for (struct dlist *n = s->calls.next; n != &s->calls;) {
+        struct server_call *c = DLIST_ENTRY(n, struct server_call, by_deadline);
+        n = n->next;
+        if (c->kind == CALL_PROPOSAL && !c->index && !c->applied && c->fwd_leader != new_leader)
+            calls_finish(c, BATON_EPROPOSALDROP, NULL);
+    }
+}
+
 void calls_expire(struct server *s, uint64_t now_ms)
 {
     /* Bounded by the number of calls; each iteration removes one. */

@@ -158,16 +158,24 @@ static int op_start(struct server *s, struct server_call *c)
     raft_status(s->raft, &st);
     uint64_t now = s->o.env.now_ms(s->o.env.ctx);
     switch (c->op) {
-    case OP_LEASE_KEEPALIVE: {
-        int rc = mvcc_lease_renew(s->store, a->id, now, &c->v1);
-        return rc ? rc : 1;
-    }
+    case OP_LEASE_KEEPALIVE:
     case OP_LEASE_TTL: {
-        struct mvcc_lease_info info;
-        arena_reset(&s->scratch);
-        int rc = mvcc_lease_ttl(s->store, a->id, now, false, &s->scratch, &info);
-        c->v1 = info.ttl_s;
-        c->v2 = info.granted_ttl_s;
+        int rc;
+        if (c->op == OP_LEASE_KEEPALIVE) {
+            rc = mvcc_lease_renew(s->store, a->id, now, &c->v1);
+        } else {
+            struct mvcc_lease_info info;
+            arena_reset(&s->scratch);
+            rc = mvcc_lease_ttl(s->store, a->id, now, false, &s->scratch, &info);
+            c->v1 = info.ttl_s;
+            c->v2 = info.granted_ttl_s;
+        }
+        /* A grant that committed (a follower may have applied it and answered its client) but
+         * that this leader has yet to apply: look again once it has (ops_applied). */
+        if (rc == MVCC_ELEASENOTFOUND && !c->wait_index && s->applied < st.commit) {
+            c->wait_index = st.commit;
+            return 0;
+        }
         return rc ? rc : 1;
     }
     case OP_MEMBER_ADD: {
@@ -250,14 +258,23 @@ void ops_applied(struct server *s)
     for (struct dlist *n = s->ops_wait.next; n != &s->ops_wait;) {
         struct server_call *c = DLIST_ENTRY(n, struct server_call, in_ops);
         n = n->next;
-        if (c->op != OP_TRANSFER && c->wait_index && c->wait_index <= s->applied)
+        if (c->op == OP_TRANSFER || !c->wait_index || c->wait_index > s->applied)
+            continue;
+        if (c->op == OP_LEASE_KEEPALIVE || c->op == OP_LEASE_TTL) {
+            dlist_remove(&c->in_ops);
+            int rc = s->leader == s->o.member_id ? op_start(s, c) : BATON_EPROPOSALDROP;
+            ops_finish(c, rc == 1 ? 0 : rc);
+        } else {
             ops_finish(c, 0);
+        }
     }
 }
 
 /* Leadership moved: transfers to the new leader are done; operations waiting on this member's
- * leadership will not complete here (their entries may still commit: the caller retries). */
-void ops_leader_changed(struct server *s)
+ * leadership will not complete here (their entries may still commit: the caller retries),
+ * unless their entry committed already — a leader removing itself steps down at that commit,
+ * and the entry still applies here, so the answer is success. */
+void ops_leader_changed(struct server *s, uint64_t commit)
 {
     for (struct dlist *n = s->ops_wait.next; n != &s->ops_wait;) {
         struct server_call *c = DLIST_ENTRY(n, struct server_call, in_ops);
@@ -266,8 +283,9 @@ void ops_leader_changed(struct server *s)
             /* Stepping down leaves no leader for a moment: decide once one is known. */
             if (s->leader)
                 ops_finish(c, (uint64_t)c->args.id == s->leader ? 0 : BATON_EPROPOSALDROP);
-        } else if (s->leader != s->o.member_id)
+        } else if (s->leader != s->o.member_id && !(c->wait_index && c->wait_index <= commit)) {
             ops_finish(c, BATON_EPROPOSALDROP);
+        }
     }
 }
 

@@ -4,9 +4,11 @@
  */
 #include "server/server_int.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static uint64_t now_ms(struct server *s)
 {
@@ -201,7 +203,9 @@ static void leader_changed(struct server *s, const struct raft_status *st)
     s->was_leader = leads;
     s->leader = st->leader;
     s->term = st->term;
-    ops_leader_changed(s);
+    ops_leader_changed(s, st->commit);
+    if (st->leader)
+        calls_fail_forwarded(s, st->leader);
 }
 
 static void handle_ready(struct server *s)
@@ -300,8 +304,10 @@ int server_propose(struct server *s, struct request *req, struct arena *a, serve
     rc = rc ? rc : request_encode(req, &s->frame);
     if (!rc && s->leader == s->o.member_id)
         rc = raft_propose(s->raft, s->frame.data + 1, s->frame.len - 1, &c->index);
-    else if (!rc)
+    else if (!rc) {
+        c->fwd_leader = s->leader;
         send_frame(s, s->leader, false);
+    }
     report_unreachable(s);
     if (rc) {
         server_call_cancel(c);
@@ -530,6 +536,69 @@ static void copy_options(struct server *s, const struct server_options *o)
         s->o.request_timeout_ms = 5000 + 2 * o->election_ticks * o->tick_ms;
 }
 
+void server_mvcc_config(const struct server *s, struct mvcc_config *mc)
+{
+    mvcc_config_default(mc);
+    mc->path = s->dir.db;
+    if (s->o.quota_bytes)
+        mc->quota_bytes = s->o.quota_bytes;
+    if (s->o.max_txn_ops)
+        mc->max_txn_ops = s->o.max_txn_ops;
+    mc->min_lease_ttl_s = server_min_lease_ttl_s(&s->o);
+    mc->no_sync = s->store_no_sync;
+    mc->log = s->o.log;
+}
+
+/* Before the store opens: whether it may commit without fsync, and whether it must be rebuilt
+ * because an operating-system restart may have torn it (see server.h, datadir.c). */
+static int store_prepare(struct server *s, char *err, size_t err_len)
+{
+    char boot[128];
+    if (server_boot_id(boot, sizeof(boot)) != 0 || server_datadir_restored(&s->dir))
+        return 0; /* no boot id to tell reboots by, or restored data: fsync every commit */
+    bool trusted = true;
+    int rc = server_db_marker_check(&s->dir, boot, &trusted, err, err_len);
+    if (rc)
+        return rc;
+    if (!trusted) {
+        log_write(s->o.log, LOG_WARN,
+                  "member=%llx msg=\"the operating system restarted since the store's last "
+                  "unsynced writes; rebuilding it from the newest snapshot and the write-ahead "
+                  "log\" db=%s",
+                  (unsigned long long)s->o.member_id, s->dir.db);
+        char lock[PATH_MAX + 8];
+        snprintf(lock, sizeof(lock), "%s-lock", s->dir.db);
+        if ((unlink(s->dir.db) != 0 && errno != ENOENT) || (unlink(lock) != 0 && errno != ENOENT)) {
+            rc = -errno;
+            snprintf(err, err_len, "%s: cannot remove the untrusted store: %s", s->dir.db,
+                     strerror(errno));
+            return rc;
+        }
+    }
+    rc = server_db_marker_set(&s->dir, boot, err, err_len);
+    s->store_no_sync = rc == 0;
+    return rc;
+}
+
+/* A starting member would wait a whole election timeout before its first campaign. As etcd
+ * does, advance its election clock to one tick short of the timeout: the randomized part still
+ * keeps candidates apart, and pre-vote keeps a running leader in place. A sole voter has nobody
+ * to wait for and campaigns at once. */
+static void fast_forward(struct server *s)
+{
+    struct raft_status st;
+    raft_status(s->raft, &st);
+    bool alone = st.config.voters_len == 1 && st.config.voters[0] == s->o.member_id &&
+                 st.config.voters_old_len == 0;
+    if (s->o.join && !alone)
+        return;
+    uint32_t ticks = alone ? 2 * s->o.election_ticks : s->o.election_ticks - 1;
+    for (uint32_t i = 0; i < ticks && st.role != RAFT_LEADER; i++) {
+        raft_tick(s->raft);
+        raft_status(s->raft, &st);
+    }
+}
+
 int server_open(const struct server_options *o, struct server **out, char *err, size_t err_len)
 {
     err[0] = 0;
@@ -545,16 +614,12 @@ int server_open(const struct server_options *o, struct server **out, char *err, 
     s->next_req_id = o->env.now_ms(o->env.ctx) << 8;
     prng_seed(&s->rng, o->seed ^ o->member_id);
 
+    int rc = store_prepare(s, err, err_len);
+    if (rc)
+        goto fail;
     struct mvcc_config mc;
-    mvcc_config_default(&mc);
-    mc.path = s->dir.db;
-    if (o->quota_bytes)
-        mc.quota_bytes = o->quota_bytes;
-    if (o->max_txn_ops)
-        mc.max_txn_ops = o->max_txn_ops;
-    mc.min_lease_ttl_s = server_min_lease_ttl_s(o);
-    mc.log = o->log;
-    int rc = mvcc_open(&mc, &s->store, err, err_len);
+    server_mvcc_config(s, &mc);
+    rc = mvcc_open(&mc, &s->store, err, err_len);
     if (rc)
         goto fail;
     struct wal_options wo = {
@@ -599,6 +664,7 @@ int server_open(const struct server_options *o, struct server **out, char *err, 
     for (int i = 0; i < s->members_len; i++)
         if (s->members[i].id != o->member_id && s->members[i].peer_urls_len)
             o->env.peer_set(o->env.ctx, s->members[i].id, s->members[i].peer_urls[0], false);
+    fast_forward(s);
     *out = s;
     server_process(s);
     return 0;
@@ -617,8 +683,11 @@ void server_close(struct server *s)
     snap_close(s);
     if (s->wal)
         wal_close(s->wal);
-    if (s->store)
-        mvcc_close(s->store);
+    if (s->store) {
+        mvcc_close(s->store); /* syncs */
+        if (s->store_no_sync && !s->failed)
+            server_db_marker_clear(&s->dir);
+    }
     if (s->raft)
         raft_destroy(s->raft);
     free(s->wal_entries);

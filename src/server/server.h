@@ -16,8 +16,11 @@
  *
  * Durability: LMDB is the state machine and also the snapshot. Raft entries are durable in the
  * WAL before they count; applied state is committed to LMDB (with the applied index in the same
- * transaction). At restart Raft is restored with its snapshot at LMDB's applied index, the
- * configuration LMDB recorded with it, and the WAL's entries after that index.
+ * transaction) without fsync: a killed process loses nothing, and after an operating-system
+ * restart (told by the boot id) the store is rebuilt from the newest snapshot file and the WAL
+ * (store_prepare in server.c, datadir.c). At restart Raft is restored with its snapshot at
+ * LMDB's applied index, the configuration LMDB recorded with it, and the WAL's entries after
+ * that index.
  */
 #ifndef BATON_SERVER_H
 #define BATON_SERVER_H
@@ -50,6 +53,31 @@ struct server_datadir {
 int server_datadir_open(const char *root, struct server_datadir *d, char *err, size_t err_len);
 /* Releases the lock. */
 void server_datadir_close(struct server_datadir *d);
+/* The member's identity, member/identity: written when the member first starts (after
+ * discovery for a member that joins), read at every later start, so ids never depend on flags
+ * that may change. load: 0, BATON_ENOTFOUND (no file yet), BATON_ECORRUPT, -errno; both write a
+ * reason naming the path into err on failure. */
+int server_identity_load(const struct server_datadir *d, uint64_t *member_id, uint64_t *cluster_id,
+                         char *err, size_t err_len);
+int server_identity_save(const struct server_datadir *d, uint64_t member_id, uint64_t cluster_id,
+                         char *err, size_t err_len);
+
+/* Store durability across operating-system restarts (see datadir.c): the store commits
+ * without fsync while member/db-boot names the current boot; at open, a marker from another
+ * boot means the store is rebuilt from the newest snapshot and the WAL. server_open does all
+ * of it; these are exposed for tests. server_boot_id reads the kernel's boot id (the
+ * environment variable BATON_BOOT_ID overrides it, for tests that simulate a reboot). */
+int server_boot_id(char *out, size_t len);
+int server_db_marker_check(const struct server_datadir *d, const char *boot_id, bool *trusted,
+                           char *err, size_t err_len);
+int server_db_marker_set(const struct server_datadir *d, const char *boot_id, char *err,
+                         size_t err_len);
+void server_db_marker_clear(const struct server_datadir *d);
+/* A store built by --restore holds data no snapshot file or WAL of this member has: until the
+ * member's first snapshot it commits with fsync. member/restored records that. */
+int server_datadir_mark_restored(const struct server_datadir *d, char *err, size_t err_len);
+bool server_datadir_restored(const struct server_datadir *d);
+void server_datadir_clear_restored(const struct server_datadir *d);
 
 /* ---- Identities -------------------------------------------------------------------------------
  * A member's id is derived from its sorted peer URLs and the cluster token, as etcd does, so
@@ -194,6 +222,20 @@ int server_member_update(struct server *s, uint64_t id, const char *const *peer_
  * target; the callback runs when target leads (0) or the attempt timed out. */
 int server_transfer_leader(struct server *s, uint64_t target, server_op_fn done, void *ctx,
                            struct server_call **call);
+
+/* Discovery (a member started with --initial-cluster-state existing asks a running member who
+ * it is, by its advertised peer URL): appends the answer to out — the cluster id, the id the
+ * member table holds for peer_url (0: none; MemberAdd not applied here yet) and every member in
+ * the configuration with its name and peer URL. 0 or BATON_ENOMEM. */
+#define SERVER_DISCOVERY_MAX 64
+struct server_discovery {
+    uint64_t cluster_id, member_id;
+    struct server_peer_info members[SERVER_DISCOVERY_MAX];
+    int members_len;
+};
+int server_discover(struct server *s, const char *peer_url, struct buf *out);
+/* Parses an answer; BATON_EPROTO when malformed. */
+int server_discovery_parse(const uint8_t *p, size_t len, struct server_discovery *d);
 
 /* Forgets a pending call: its callback will not run. */
 void server_call_cancel(struct server_call *call);

@@ -80,8 +80,9 @@ struct read_round;
 struct server_call {
     struct server *s;
     enum call_kind kind;
-    uint64_t req_id; /* proposals */
-    uint64_t index;  /* proposals: raft index when proposed here (0: forwarded) */
+    uint64_t req_id;     /* proposals */
+    uint64_t index;      /* proposals: raft index when proposed here (0: forwarded) */
+    uint64_t fwd_leader; /* forwarded proposals: the leader it went to */
     uint64_t deadline_ms;
     server_done_fn done;
     void *ctx;
@@ -154,6 +155,7 @@ struct server {
     uint64_t applied;
     uint64_t last_compact_index;
     bool failed;
+    bool store_no_sync; /* the store commits without fsync (see store_prepare) */
 
     uint64_t next_req_id;
     struct server_call *buckets[SERVER_CALL_BUCKETS];
@@ -186,6 +188,10 @@ struct server_call *calls_find(struct server *s, uint64_t req_id);
 void calls_index(struct server *s, struct server_call *c);
 void calls_expire(struct server *s, uint64_t now_ms);
 void calls_fail_all(struct server *s, int err);
+/* Another leader took over: proposals this member forwarded to an earlier leader fail with
+ * BATON_EPROPOSALDROP ("leader changed", an indeterminate outcome: the entry may still commit)
+ * instead of waiting out their deadline, so clients retry on the new leader at once. */
+void calls_fail_forwarded(struct server *s, uint64_t new_leader);
 void reads_start_round(struct server *s);
 void reads_confirmed(struct server *s, uint64_t ctx, uint64_t index);
 void reads_applied(struct server *s);
@@ -198,7 +204,7 @@ void ops_on_request(struct server *s, uint64_t from, const uint8_t *p, size_t le
 void ops_on_response(struct server *s, const uint8_t *p, size_t len);
 void ops_finish(struct server_call *c, int err);
 void ops_deliver(struct server_call *c, int err);
-void ops_leader_changed(struct server *s);
+void ops_leader_changed(struct server *s, uint64_t commit);
 
 /* snap.c */
 void snap_maybe_compact(struct server *s);
@@ -220,6 +226,8 @@ int members_decode(struct server *s, const uint8_t *p, size_t len);
 
 /* server.c */
 int64_t server_min_lease_ttl_s(const struct server_options *o);
+/* The store's configuration (path, quota, limits, durability) for open and reopen. */
+void server_mvcc_config(const struct server *s, struct mvcc_config *mc);
 void server_process(struct server *s);
 void server_kick(struct server *s);
 void server_fail(struct server *s, int err, const char *what);

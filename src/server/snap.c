@@ -141,6 +141,10 @@ void snap_maybe_compact(struct server *s)
     if (wal_submit(s->wal, &b, &s->release_seq) == 0)
         s->release_index = index;
     wal_snap_purge(s->dir.snap, NULL, SNAP_KEEP, NULL);
+    /* Restored data is now in a snapshot file: from the next start the store may defer its
+     * syncs (see store_prepare). */
+    if (!s->store_no_sync)
+        server_datadir_clear_restored(&s->dir);
     log_write(s->o.log, LOG_INFO, "member=%llx term=%llu msg=\"snapshot taken\" index=%llu",
               (unsigned long long)s->o.member_id, (unsigned long long)term,
               (unsigned long long)index);
@@ -334,14 +338,7 @@ int snap_install(struct server *s, const struct raft_snapshot_meta *meta, char *
     s->store = NULL;
     rc = rename(tmp, s->dir.db) == 0 ? fsync_dir(s->dir.member) : -errno;
     struct mvcc_config mc;
-    mvcc_config_default(&mc);
-    mc.path = s->dir.db;
-    if (s->o.quota_bytes)
-        mc.quota_bytes = s->o.quota_bytes;
-    if (s->o.max_txn_ops)
-        mc.max_txn_ops = s->o.max_txn_ops;
-    mc.min_lease_ttl_s = server_min_lease_ttl_s(&s->o);
-    mc.log = s->o.log;
+    server_mvcc_config(s, &mc);
     if (!rc)
         rc = mvcc_open(&mc, &s->store, err, err_len);
     if (rc)

@@ -107,14 +107,16 @@ say() { echo "chaos: $*"; log "$*"; }
 member_ns() { echo "${RID}n$1"; }
 member_ip() { echo "$SUBNET.$((10 + $1))"; }
 member_cg() { echo "$CG2/$RID/m$1"; }
-# Runs a command as member $1: in its namespace, or (loopback) in its cgroup.
+# Runs a command as member $1: in its namespace, or (loopback) in its cgroup. It execs, so
+# call it in a background subshell: $! is then the server's own pid (a signal to $! reaches
+# the server, not a shell waiting for it).
 mexec() {
     local i=$1
     shift
     if [ "$NET" = netns ]; then
-        ip netns exec "$(member_ns "$i")" "$@"
+        exec ip netns exec "$(member_ns "$i")" "$@"
     else
-        sh -c 'echo $$ >"$0" && exec "$@"' "$(member_cg "$i")/cgroup.procs" "$@"
+        exec sh -c 'echo $$ >"$0" && exec "$@"' "$(member_cg "$i")/cgroup.procs" "$@"
     fi
 }
 # Runs a command as a client: in the clients' namespace, or (loopback) in the clients' cgroup

@@ -14,6 +14,8 @@
 #                                  else would)
 #   cluster.sh kill DIR I [SIG]    send SIG (default KILL) to member I (1-based), wait for exit
 #   cluster.sh start DIR I         restart member I on its data dir (after kill), wait healthy
+#   cluster.sh add DIR [--learner] MemberAdd m<N+1>, start it (existing state), wait healthy
+#   cluster.sh remove DIR I        MemberRemove member I, stop it, delete its data dir
 #   cluster.sh leader DIR          print the index of the current leader (via endpoint status)
 #   cluster.sh wait DIR [SECS]     wait until every running member reports healthy
 #   cluster.sh run SERVER N -- CMD...
@@ -84,6 +86,7 @@ member_cmd() {
     local pp_var="CLUSTER_PEER_PORT_$i" mp_var="CLUSTER_METRICS_PORT_$i"
     local initial="" j nv pv
     for j in $(seq 1 "$CLUSTER_SIZE"); do
+        case " ${CLUSTER_REMOVED:-} " in *" $j "*) continue ;; esac
         nv="CLUSTER_NAME_$j"
         pv="CLUSTER_PEER_PORT_$j"
         initial="${initial:+$initial,}${!nv}=http://127.0.0.1:${!pv}"
@@ -136,8 +139,10 @@ wait_healthy() {
                 tail -n 15 "$dir/m$i.log" >&2 || true
                 return 2
             fi
+            # etcd's learners answer no client RPC but this refusal: up is all we can know.
             if ! "$ETCDCTL" --endpoints="$(endpoint_of "$dir" "$i")" --dial-timeout=1s \
-                --command-timeout=2s endpoint health >/dev/null 2>&1; then
+                --command-timeout=2s endpoint health >"$dir/health.out" 2>&1 &&
+                ! grep -q "not supported for learner" "$dir/health.out"; then
                 ok=0
             fi
         done
@@ -246,6 +251,83 @@ cmd_up() {
     die "could not start $n members of $server in $dir"
 }
 
+# Rewrites VAR=value in DIR/cluster.env (appends it when missing).
+env_set() {
+    local dir=$1 var=$2 val=$3
+    if grep -q "^$var=" "$dir/cluster.env"; then
+        sed -i "s|^$var=.*|$var=$val|" "$dir/cluster.env"
+    else
+        echo "$var=$val" >>"$dir/cluster.env"
+    fi
+}
+
+# CLUSTER_ENDPOINTS from the members not removed.
+env_endpoints() {
+    local dir=$1 i eps="" cv
+    . "$dir/cluster.env"
+    for i in $(seq 1 "$CLUSTER_SIZE"); do
+        case " ${CLUSTER_REMOVED:-} " in *" $i "*) continue ;; esac
+        cv="CLUSTER_CLIENT_PORT_$i"
+        eps="${eps:+$eps,}127.0.0.1:${!cv}"
+    done
+    env_set "$dir" CLUSTER_ENDPOINTS "$eps"
+}
+
+# add DIR [--learner]: MemberAdd a new member m<N+1> through the running members, then start
+# it with --initial-cluster-state existing on a new data dir and wait until it is healthy.
+cmd_add() {
+    local dir=$1 learner=${2:-}
+    . "$dir/cluster.env"
+    local i=$((CLUSTER_SIZE + 1)) cp pp mp
+    PICKED_PORTS=""
+    cp=$(pick_port)
+    pp=$(pick_port)
+    mp=$(pick_port)
+    # etcd refuses an add ("unhealthy cluster") until its members have been connected for 5 s.
+    local n
+    for n in $(seq 1 40); do
+        # shellcheck disable=SC2086
+        "$ETCDCTL" --endpoints="$CLUSTER_ENDPOINTS" --dial-timeout=2s --command-timeout=5s \
+            member add "m$i" --peer-urls="http://127.0.0.1:$pp" $learner >"$dir/m$i.add" 2>&1 &&
+            break
+        grep -q "unhealthy cluster" "$dir/m$i.add" || n=40
+        [ "$n" = 40 ] && { cat "$dir/m$i.add" >&2; die "member add m$i failed"; }
+        sleep 0.5
+    done
+    env_set "$dir" CLUSTER_SIZE "$i"
+    env_set "$dir" "CLUSTER_NAME_$i" "m$i"
+    env_set "$dir" "CLUSTER_CLIENT_PORT_$i" "$cp"
+    env_set "$dir" "CLUSTER_PEER_PORT_$i" "$pp"
+    env_set "$dir" "CLUSTER_METRICS_PORT_$i" "$mp"
+    env_endpoints "$dir"
+    start_member "$dir" "$i" existing
+    wait_healthy "$dir" || die "member m$i did not become healthy"
+    echo "$i"
+}
+
+# remove DIR I: MemberRemove member I through the others, stop it, delete its data dir.
+cmd_remove() {
+    local dir=$1 i=$2
+    . "$dir/cluster.env"
+    local nv="CLUSTER_NAME_$i" id
+    id=$("$ETCDCTL" --endpoints="$CLUSTER_ENDPOINTS" --dial-timeout=2s --command-timeout=5s \
+        member list | awk -F', ' -v n="${!nv}" '$3 == n { print $1 }')
+    [ -n "$id" ] || die "member $i (${!nv}) is not in the member list"
+    env_set "$dir" CLUSTER_REMOVED "\"${CLUSTER_REMOVED:-} $i\""
+    env_endpoints "$dir"
+    . "$dir/cluster.env"
+    local n
+    for n in $(seq 1 40); do
+        "$ETCDCTL" --endpoints="$CLUSTER_ENDPOINTS" --dial-timeout=2s --command-timeout=5s \
+            member remove "$id" >"$dir/m$i.remove" 2>&1 && break
+        grep -q "unhealthy cluster" "$dir/m$i.remove" || n=40
+        [ "$n" = 40 ] && { cat "$dir/m$i.remove" >&2; die "member remove $id failed"; }
+        sleep 0.5
+    done
+    kill_member "$dir" "$i"
+    rm -rf "${dir:?}/${!nv}.data"
+}
+
 cmd_down() {
     local dir=$1 i
     [ -d "$dir" ] || return 0
@@ -312,8 +394,10 @@ start)
     start_member "$d" "$2" existing
     wait_healthy "$d"
     ;;
+add) [ $# -ge 1 ] || die "usage: add DIR [--learner]"; cmd_add "$(cd "$1" && pwd)" "${2:-}" ;;
+remove) [ $# = 2 ] || die "usage: remove DIR I"; cmd_remove "$(cd "$1" && pwd)" "$2" ;;
 leader) [ $# = 1 ] || die "usage: leader DIR"; cmd_leader "$(cd "$1" && pwd)" ;;
 wait) [ $# -ge 1 ] || die "usage: wait DIR [SECS]"; wait_healthy "$(cd "$1" && pwd)" "${2:-}" ;;
 run) [ $# -ge 3 ] || die "usage: run SERVER N -- CMD..."; cmd_run "$@" ;;
-*) die "unknown subcommand '$sub' (up, down, kill, start, leader, wait, run)" ;;
+*) die "unknown subcommand '$sub' (up, down, kill, start, add, remove, leader, wait, run)" ;;
 esac

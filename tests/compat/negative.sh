@@ -22,16 +22,8 @@ REF=$2
 WORK=$3
 rm -rf "$WORK"
 mkdir -p "$WORK"
-passed=0
-failed=0
-ok() {
-    echo "ok: $*"
-    passed=$((passed + 1))
-}
-bad() {
-    echo "FAIL: $*"
-    failed=$((failed + 1))
-}
+. "$HERE/../harness/checks.sh"
+bad() { fail "$@"; }
 
 if [ ! -s "$REF/count" ] || [ ! -s "$REF/transcript" ] || [ ! -f "$REF/map" ]; then
     echo "negative: no complete reference transcript in $REF; running the scenario on $SERVER"

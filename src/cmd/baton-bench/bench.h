@@ -72,7 +72,8 @@ struct bench_result {
     double measured_s;
     double client_cpu_s;
     double server_cpu_s; /* over --server-pids, during the measured window; <0 unknown */
-    uint64_t server_hwm_kb[BENCH_PIDS_MAX];
+    uint64_t server_hwm_kb[BENCH_PIDS_MAX];  /* peak RSS (VmHWM), file-backed pages included */
+    uint64_t server_anon_kb[BENCH_PIDS_MAX]; /* private memory at the end (RssAnon) */
     bool unsupported;
     char unsupported_what[96];
     char fatal[256];
@@ -89,7 +90,8 @@ int bench_run(const struct bench_opts *o, struct bench_result *res);
 
 /* /proc readers: CPU ticks (utime + stime) and VmHWM in kB. 0 or -errno / BATON_ECORRUPT. */
 int bench_proc_cpu_ticks(int pid, uint64_t *ticks);
-int bench_proc_hwm_kb(int pid, uint64_t *kb);
+/* A "<field>: N kB" line of /proc/<pid>/status (VmHWM, RssAnon, ...). */
+int bench_proc_status_kb(int pid, const char *field, uint64_t *kb);
 
 void bench_report_table(const struct bench_opts *o, const struct bench_result *r);
 void bench_report_json(const struct bench_opts *o, const struct bench_result *r);

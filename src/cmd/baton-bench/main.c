@@ -49,7 +49,7 @@ int bench_proc_cpu_ticks(int pid, uint64_t *ticks)
     return 0;
 }
 
-int bench_proc_hwm_kb(int pid, uint64_t *kb)
+int bench_proc_status_kb(int pid, const char *field, uint64_t *kb)
 {
     char path[64], line[256];
     snprintf(path, sizeof(path), "/proc/%d/status", pid);
@@ -57,9 +57,11 @@ int bench_proc_hwm_kb(int pid, uint64_t *kb)
     if (!f)
         return -errno;
     int rc = BATON_ENOTFOUND;
+    size_t flen = strlen(field);
     while (fgets(line, sizeof(line), f)) {
         unsigned long long v;
-        if (sscanf(line, "VmHWM: %llu kB", &v) == 1) {
+        if (strncmp(line, field, flen) == 0 && line[flen] == ':' &&
+            sscanf(line + flen + 1, " %llu kB", &v) == 1) {
             *kb = v;
             rc = 0;
             break;
@@ -80,12 +82,12 @@ static uint64_t request_ops(const struct bench_result *r)
     return n;
 }
 
-static uint64_t hwm_max_kb(const struct bench_opts *o, const struct bench_result *r)
+static uint64_t max_kb(const struct bench_opts *o, const uint64_t *kb)
 {
     uint64_t m = 0;
     for (int i = 0; i < o->pids_len; i++)
-        if (r->server_hwm_kb[i] > m)
-            m = r->server_hwm_kb[i];
+        if (kb[i] > m)
+            m = kb[i];
     return m;
 }
 
@@ -147,6 +149,9 @@ void bench_report_table(const struct bench_opts *o, const struct bench_result *r
         printf(", peak RSS (VmHWM)");
         for (int i = 0; i < o->pids_len; i++)
             printf(" %d:%.1fMiB", o->pids[i], (double)r->server_hwm_kb[i] / 1024);
+        printf(", private RSS at the end (RssAnon)");
+        for (int i = 0; i < o->pids_len; i++)
+            printf(" %d:%.1fMiB", o->pids[i], (double)r->server_anon_kb[i] / 1024);
         printf("\n");
     }
 }
@@ -191,8 +196,10 @@ void bench_report_json(const struct bench_opts *o, const struct bench_result *r)
     if (o->pids_len && r->server_cpu_s >= 0)
         printf(",\"server_cpu_s\":%.3f,\"server_cpu_us_per_op\":%.2f", r->server_cpu_s,
                n ? 1e6 * r->server_cpu_s / (double)n : 0.0);
-    if (o->pids_len)
-        printf(",\"server_rss_max_kb\":%llu", (unsigned long long)hwm_max_kb(o, r));
+    if (o->pids_len) {
+        printf(",\"server_rss_max_kb\":%llu", (unsigned long long)max_kb(o, r->server_hwm_kb));
+        printf(",\"server_anon_max_kb\":%llu", (unsigned long long)max_kb(o, r->server_anon_kb));
+    }
     if (o->workload == WL_TXN)
         printf(",\"txn_succeeded\":%llu,\"txn_failed\":%llu", (unsigned long long)r->txn_succeeded,
                (unsigned long long)r->txn_failed);

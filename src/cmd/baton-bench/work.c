@@ -611,9 +611,12 @@ static void on_end(void *ctx)
         }
         res->server_cpu_s += (double)(ps1.cpu_ticks[i] - r->ps0.cpu_ticks[i]) / (double)hz;
     }
-    for (int i = 0; i < r->o->pids_len; i++)
-        if (bench_proc_hwm_kb(r->o->pids[i], &res->server_hwm_kb[i]) != 0)
+    for (int i = 0; i < r->o->pids_len; i++) {
+        if (bench_proc_status_kb(r->o->pids[i], "VmHWM", &res->server_hwm_kb[i]) != 0)
             res->server_hwm_kb[i] = 0;
+        if (bench_proc_status_kb(r->o->pids[i], "RssAnon", &res->server_anon_kb[i]) != 0)
+            res->server_anon_kb[i] = 0;
+    }
     r->recording = false;
     r->stopping = true;
     if (r->o->workload == WL_STARTUP && res->startup_ms <= 0)

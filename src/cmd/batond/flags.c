@@ -70,6 +70,10 @@ static const struct flag_def flag_defs[] = {
      "Maximum number of operations in a transaction."},
     {"watch-progress-notify-interval-ms", F_U32, OFF(watch_progress_ms), 0, "600000",
      "Interval of progress notifications to watchers that asked for them."},
+    {"node-lease-ttl-ms", F_U32, OFF(node_lease_ttl_ms), 0, "10000",
+     "Lease TTL of a registered database node (rounded up to whole seconds)."},
+    {"node-heartbeat-interval-ms", F_U32, OFF(node_heartbeat_ms), 0, "1000",
+     "Heartbeat interval registered database nodes are told to keep."},
     {"auto-compaction-mode", F_COMPMODE, 0, 0, "periodic",
      "Interpret auto-compaction-retention as: periodic | revision."},
     {"auto-compaction-retention", F_RETAIN, 0, 0, "0",
@@ -339,6 +343,8 @@ static void flags_defaults(struct batond_flags *f)
     f->max_request_bytes = 1572864;
     f->max_txn_ops = 128;
     f->watch_progress_ms = 600000;
+    f->node_lease_ttl_ms = 10000;
+    f->node_heartbeat_ms = 1000;
     char e[128];
     parse_urls("", "http://127.0.0.1:2379", &f->listen_client, e, sizeof(e));
     f->advertise_client = f->listen_client;
@@ -369,6 +375,10 @@ static int flags_finish(struct batond_flags *f, struct parse_state *ps, char *er
     if (f->election_timeout_ms > 50000)
         return ERR("--election-timeout: %u ms is longer than the maximum of 50000 ms",
                    f->election_timeout_ms);
+    if (f->node_heartbeat_ms == 0 || f->node_lease_ttl_ms < 2 * f->node_heartbeat_ms)
+        return ERR("--node-lease-ttl-ms (%u) must be at least twice --node-heartbeat-interval-ms "
+                   "(%u), which must be at least 1",
+                   f->node_lease_ttl_ms, f->node_heartbeat_ms);
     if (f->max_request_bytes == 0 || f->max_request_bytes > (64u << 20))
         return ERR("--max-request-bytes: must be between 1 and %u", 64u << 20);
     if (!ps->seen[flag_find("initial-cluster", 15) - flag_defs]) {

@@ -53,6 +53,8 @@ struct batond_flags {
     uint64_t max_request_bytes;
     uint32_t max_txn_ops;
     uint32_t watch_progress_ms; /* etcd: 10 minutes, not a flag there */
+    uint32_t node_lease_ttl_ms; /* baton.v1.Nodes: lease TTL of a registered node */
+    uint32_t node_heartbeat_ms; /* the heartbeat interval nodes are told */
     enum flags_compaction_mode auto_compaction_mode;
     uint64_t auto_compaction_retention; /* ms for periodic, revisions for revision; 0: off */
     char restore_path[FLAGS_PATH_MAX];  /* --restore FILE: build data_dir from a snapshot */

@@ -12,6 +12,7 @@
 #include "server/server.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,13 @@ static void on_peer_message(void *ctx, uint64_t from, const uint8_t *data, size_
         server_on_peer_frame(b->srv, from, data, len);
 }
 
+static void on_peer_discover(void *ctx, const char *peer_url, struct buf *reply)
+{
+    struct batond *b = ctx;
+    if (b->srv && server_discover(b->srv, peer_url, reply) != 0)
+        buf_clear(reply); /* out of memory: an empty answer, which the asker rejects */
+}
+
 static void on_peer_down(void *ctx, uint64_t peer)
 {
     struct batond *b = ctx;
@@ -216,9 +224,13 @@ STATUS_GAUGE(g_db_size, db_size)
 STATUS_GAUGE(g_db_in_use, db_size_in_use)
 STATUS_GAUGE(g_revision, revision)
 
+/* Client watchers, as etcd counts them: not the services' own (the node table's). */
 static double g_watchers(void *ctx)
 {
-    return (double)mvcc_watch_count(server_store(((struct batond *)ctx)->srv));
+    struct batond *b = ctx;
+    size_t n = mvcc_watch_count(server_store(b->srv));
+    size_t own = b->svc ? services_internal_watchers(b->svc) : 0;
+    return (double)(n >= own ? n - own : 0);
 }
 
 static double g_slow_watchers(void *ctx)
@@ -325,6 +337,99 @@ static int compute_ids(struct batond *b, char *err, size_t err_len)
     return 0;
 }
 
+static bool dir_has_files(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return false;
+    struct dirent *e;
+    bool any = false;
+    while (!any && (e = readdir(d)))
+        any = e->d_name[0] != '.';
+    closedir(d);
+    return any;
+}
+
+/* --initial-cluster-state existing on a new data directory: MemberAdd chose this member's id,
+ * so ask the other members listed in --initial-cluster (by peer URL, as etcd does) who we are.
+ * A member that has not applied the add yet answers "unknown"; keep asking for a while. */
+static int discover_self(struct batond *b, char *err, size_t err_len)
+{
+    const struct batond_flags *f = &b->f;
+    char self[300];
+    url_string(&f->advertise_peer.urls[0], self, sizeof(self));
+    static struct server_discovery d;
+    struct buf reply = {0};
+    uint64_t deadline = net_now_ms() + 15000;
+    int last = BATON_ENOTFOUND;
+    char asked[600] = "";
+    while (net_now_ms() < deadline) {
+        for (int i = 0; i < f->initial_cluster_len; i++) {
+            const struct flags_member *m = &f->initial_cluster[i];
+            if (strcmp(m->name, f->name) == 0)
+                continue;
+            char hp[300];
+            snprintf(hp, sizeof(hp), "%s:%u", m->peer.host, m->peer.port);
+            if (strlen(asked) + strlen(hp) < 500 && !strstr(asked, hp))
+                snprintf(asked + strlen(asked), sizeof(asked) - strlen(asked), "%s%s",
+                         asked[0] ? ", " : "", hp);
+            int rc = net_peers_discover(m->peer.host, m->peer.port, self, 2000, &reply);
+            if (rc == 0)
+                rc = server_discovery_parse(reply.data, reply.len, &d);
+            if (rc == 0 && d.member_id == 0)
+                rc = BATON_ENOTFOUND;
+            if (rc) {
+                last = rc;
+                continue;
+            }
+            buf_free(&reply);
+            b->self_id = d.member_id;
+            b->cluster_id = d.cluster_id;
+            b->peers_len = BATON_MIN(d.members_len, FLAGS_MEMBERS_MAX);
+            memcpy(b->peers, d.members, (size_t)b->peers_len * sizeof(b->peers[0]));
+            log_write(&b->log, LOG_INFO,
+                      "msg=\"joined an existing cluster\" member=%016llx cluster=%016llx "
+                      "members=%d",
+                      (unsigned long long)b->self_id, (unsigned long long)b->cluster_id,
+                      d.members_len);
+            return 0;
+        }
+        usleep(300 * 1000);
+    }
+    buf_free(&reply);
+    if (last == BATON_ENOTFOUND)
+        snprintf(err, err_len,
+                 "--initial-cluster-state existing: no member at %s knows peer URL %s; add "
+                 "this member first (etcdctl member add %s --peer-urls=%s)",
+                 asked[0] ? asked : "(none listed)", self, f->name, self);
+    else
+        snprintf(err, err_len,
+                 "--initial-cluster-state existing: cannot ask the members at %s who %s is: %s",
+                 asked[0] ? asked : "(none listed)", self, baton_strerror(last));
+    return last;
+}
+
+/* The ids this member runs with: from member/identity once written; before that computed from
+ * the flags (a new cluster) or discovered (a member joining one); then written down. */
+static int settle_identity(struct batond *b, char *err, size_t err_len)
+{
+    uint64_t m, c;
+    int rc = server_identity_load(&b->dir, &m, &c, err, err_len);
+    if (rc == 0) {
+        b->self_id = m;
+        b->cluster_id = c;
+        return 0;
+    }
+    if (rc != BATON_ENOTFOUND)
+        return rc;
+    if (b->f.initial_cluster_existing && !b->f.restore_path[0] && !dir_has_files(b->dir.wal)) {
+        rc = discover_self(b, err, err_len);
+        if (rc)
+            return rc;
+    }
+    return server_identity_save(&b->dir, b->self_id, b->cluster_id, err, err_len);
+}
+
 static int start_peers(struct batond *b, char *err, size_t err_len)
 {
     const struct flags_url *u = &b->f.listen_peer.urls[0];
@@ -333,7 +438,7 @@ static int start_peers(struct batond *b, char *err, size_t err_len)
                                   .listen_host = u->host,
                                   .listen_port = u->port,
                                   .log = &b->log};
-    struct net_peer_handler h = {on_peer_message, on_peer_down, b};
+    struct net_peer_handler h = {on_peer_message, on_peer_down, b, on_peer_discover};
     int rc = net_peers_start(b->loop, &pc, &h, &b->net);
     if (rc)
         snprintf(err, err_len, "cannot listen for peers on %s:%u: %s", u->host, u->port,
@@ -389,6 +494,8 @@ static int start_clients(struct batond *b, char *err, size_t err_len)
                                  .max_txn_ops = b->f.max_txn_ops,
                                  .log = &b->log,
                                  .watch_progress_ms = b->f.watch_progress_ms,
+                                 .node_lease_ttl_ms = b->f.node_lease_ttl_ms,
+                                 .node_heartbeat_ms = b->f.node_heartbeat_ms,
                                  .version = BATOND_VERSION};
     if (!rc)
         rc = services_create(b->rpc, b->srv, &sc, &b->svc);
@@ -501,6 +608,8 @@ static int restore_snapshot(struct batond *b, char *err, size_t err_len)
         return BATON_EEXIST;
     }
     int rc = mvcc_snapshot_restore(b->f.restore_path, b->dir.db, err, err_len);
+    if (!rc && (rc = server_datadir_mark_restored(&b->dir, err, err_len)) != 0)
+        unlink(b->dir.db);
     if (rc) {
         rmdir(b->dir.wal);
         rmdir(b->dir.snap);
@@ -547,6 +656,11 @@ int main(int argc, char **argv)
     }
     if (b.f.restore_path[0] && restore_snapshot(&b, err, sizeof(err)) != 0) {
         fprintf(stderr, "batond: --restore: %s\n", err);
+        server_datadir_close(&b.dir);
+        return 1;
+    }
+    if (settle_identity(&b, err, sizeof(err)) != 0) {
+        fprintf(stderr, "batond: %s\n", err);
         server_datadir_close(&b.dir);
         return 1;
     }

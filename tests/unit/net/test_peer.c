@@ -7,6 +7,8 @@
 #include "test.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -42,6 +44,15 @@ static void on_peer_down(void *ctx, uint64_t peer)
     m->down_reports[peer]++;
 }
 
+/* Answers discovery with "<url> known to <id>". */
+static void on_discover(void *ctx, const char *peer_url, struct buf *reply)
+{
+    struct member *m = ctx;
+    char t[1200];
+    int n = snprintf(t, sizeof(t), "%s known to %llu", peer_url, (unsigned long long)m->id);
+    CHECK_OK(buf_append(reply, t, (size_t)n));
+}
+
 static void on_stopped(void *ctx)
 {
     ((struct member *)ctx)->stopped = true;
@@ -70,7 +81,7 @@ static void start(struct net_loop *loop, struct member *m, uint64_t id, uint64_t
                                    .backoff_min_ms = 5,
                                    .backoff_max_ms = 50,
                                    .log = &sink};
-    struct net_peer_handler h = {on_message, on_peer_down, m};
+    struct net_peer_handler h = {on_message, on_peer_down, m, on_discover};
     CHECK_OK(net_peers_start(loop, &cfg, &h, &m->np));
 }
 
@@ -224,6 +235,63 @@ TEST(handshake_from_another_cluster_is_refused)
     CHECK(strstr(log_text, "cluster id mismatch") != NULL);
     stop(loop, &a);
     stop(loop, &c);
+    net_loop_destroy(loop);
+}
+
+struct discover_job {
+    uint16_t port;
+    const char *url;
+    uint32_t timeout_ms;
+    struct buf reply;
+    int rc;
+    bool done;
+};
+static void *discover_thread(void *arg)
+{
+    struct discover_job *j = arg;
+    j->rc = net_peers_discover("127.0.0.1", j->port, j->url, j->timeout_ms, &j->reply);
+    __atomic_store_n(&j->done, true, __ATOMIC_RELEASE);
+    return NULL;
+}
+static bool discover_done(void *ctx)
+{
+    return __atomic_load_n(&((struct discover_job *)ctx)->done, __ATOMIC_ACQUIRE);
+}
+
+/* The blocking client runs on a thread while the member's loop answers. */
+static void discover(struct net_loop *loop, struct discover_job *j)
+{
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, discover_thread, j), 0);
+    CHECK(run_until(loop, discover_done, j, 10000));
+    pthread_join(t, NULL);
+}
+
+TEST(discovery_answers_a_joining_member_and_closes)
+{
+    struct net_loop *loop;
+    CHECK_OK(net_loop_create(NULL, &loop));
+    struct member a;
+    start(loop, &a, 5, 7, 0, 0);
+    struct discover_job j = {
+        .port = net_peers_port(a.np), .url = "http://10.0.0.9:2380", .timeout_ms = 5000};
+    discover(loop, &j);
+    CHECK_OK(j.rc);
+    CHECK_MEM(j.reply.data, j.reply.len, "http://10.0.0.9:2380 known to 5", 31);
+    /* A second request on a fresh connection works too; the member keeps serving. */
+    struct discover_job k = {.port = j.port, .url = "x", .timeout_ms = 5000};
+    discover(loop, &k);
+    CHECK_OK(k.rc);
+    CHECK_MEM(k.reply.data, k.reply.len, "x known to 5", 12);
+    /* Nobody listening: refused, not a hang. */
+    stop(loop, &a);
+    struct discover_job r = {.port = j.port, .url = "x", .timeout_ms = 2000};
+    discover(loop, &r);
+    CHECK_EQ(r.rc, -ECONNREFUSED);
+    CHECK_EQ(net_peers_discover("127.0.0.1", 1, "", 100, &r.reply), BATON_EINVAL);
+    buf_free(&j.reply);
+    buf_free(&k.reply);
+    buf_free(&r.reply);
     net_loop_destroy(loop);
 }
 
