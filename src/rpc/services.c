@@ -31,7 +31,13 @@ int services_create(struct rpc_server *rs, struct server *s, const struct servic
         rc = svc_maint_register(sv);
     if (!rc)
         rc = svc_nodes_register(sv);
+    if (!rc)
+        rc = svc_tso_register(sv);
+    if (!rc)
+        rc = svc_config_register(sv);
     if (rc) {
+        svc_tso_destroy(sv);
+        svc_config_destroy(sv);
         svc_nodes_destroy(sv);
         svc_maint_destroy(sv);
         free(sv);
@@ -47,6 +53,8 @@ void services_tick(struct services *sv)
     svc_recipe_tick(sv);
     svc_maint_tick(sv);
     svc_nodes_tick(sv);
+    svc_tso_tick(sv);
+    svc_config_tick(sv);
 }
 
 size_t services_internal_watchers(const struct services *sv)
@@ -61,5 +69,7 @@ void services_destroy(struct services *sv)
     svc_recipe_destroy(sv);
     svc_maint_destroy(sv);
     svc_nodes_destroy(sv);
+    svc_tso_destroy(sv);
+    svc_config_destroy(sv);
     free(sv);
 }

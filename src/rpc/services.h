@@ -17,6 +17,10 @@ struct services_config {
     uint32_t watch_progress_ms; /* progress_notify interval; 0: etcd's 10 minutes */
     uint32_t node_lease_ttl_ms; /* baton.v1.Nodes: a node's lease TTL (whole seconds); 0: 10 s */
     uint32_t node_heartbeat_ms; /* the heartbeat interval nodes are told; 0: 1 s */
+    /* This member's software version ("major.minor.patch"), published for the cluster version
+     * (baton.v1.Config); NULL or "": not published. Borrowed; must outlive the services. */
+    const char *version;
+    uint32_t request_timeout_ms; /* how long a TSO/id request waits for a window; 0: 5 s */
 };
 
 struct services;

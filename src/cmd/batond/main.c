@@ -490,9 +490,13 @@ static int start_clients(struct batond *b, char *err, size_t err_len)
     rc_cfg.streams_max = 10000;
     rc_cfg.log = &b->log;
     int rc = rpc_server_create(&rc_cfg, &b->rpc);
-    struct services_config sc = {
-        b->f.max_request_bytes, b->f.max_txn_ops,       &b->log,
-        b->f.watch_progress_ms, b->f.node_lease_ttl_ms, b->f.node_heartbeat_ms};
+    struct services_config sc = {.max_request_bytes = b->f.max_request_bytes,
+                                 .max_txn_ops = b->f.max_txn_ops,
+                                 .log = &b->log,
+                                 .watch_progress_ms = b->f.watch_progress_ms,
+                                 .node_lease_ttl_ms = b->f.node_lease_ttl_ms,
+                                 .node_heartbeat_ms = b->f.node_heartbeat_ms,
+                                 .version = BATOND_VERSION};
     if (!rc)
         rc = services_create(b->rpc, b->srv, &sc, &b->svc);
     for (int i = 0; !rc && i < b->f.listen_client.len; i++) {
