@@ -12,8 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define AGENT_RECENT_CMDS 32
-
 struct baton_agent {
     struct stream s; /* the Heartbeat stream */
     struct baton_client *c;
@@ -26,8 +24,7 @@ struct baton_agent {
     uint64_t interval_ms;
     uint64_t next_hb_ms;
     bool reregistering, stopped, detached;
-    uint64_t recent[AGENT_RECENT_CMDS];
-    size_t recent_next;
+    bool draining; /* DRAIN delivered; the server repeats it on every heartbeat */
     struct arena arena;
     struct baton_agent *next;
 };
@@ -153,16 +150,6 @@ static void agent_reregister(struct baton_agent *a)
     client_call_async(a->c, op, &r.base);
 }
 
-static bool agent_seen(struct baton_agent *a, uint64_t id)
-{
-    for (size_t i = 0; i < AGENT_RECENT_CMDS; i++)
-        if (id && a->recent[i] == id)
-            return true;
-    a->recent[a->recent_next] = id;
-    a->recent_next = (a->recent_next + 1) % AGENT_RECENT_CMDS;
-    return false;
-}
-
 static void agent_on_msg(struct stream *s, const uint8_t *d, size_t n)
 {
     struct baton_agent *a = s->owner;
@@ -172,21 +159,23 @@ static void agent_on_msg(struct stream *s, const uint8_t *d, size_t n)
     if (!r || a->stopped)
         return;
     bool rereg = r->epoch != a->epoch && r->epoch != 0;
+    bool drain = false;
+    /* The server repeats a command on every heartbeat while it holds (each with a new id):
+     * the caller hears each kind once per episode. */
     for (size_t i = 0; i < r->n_commands && !a->stopped; i++) {
         const Baton__V1__Command *cmd = r->commands[i];
         if (cmd->kind == BATON__V1__COMMAND__KIND__REREGISTER) {
             rereg = true;
-            continue;
-        }
-        if (agent_seen(a, cmd->id))
-            continue;
-        if (cmd->kind == BATON__V1__COMMAND__KIND__DRAIN) {
-            agent_event(a, BATON_AGENT_DRAIN, cmd->payload.data, cmd->payload.len);
+        } else if (cmd->kind == BATON__V1__COMMAND__KIND__DRAIN) {
+            drain = true;
+            if (!a->draining)
+                agent_event(a, BATON_AGENT_DRAIN, cmd->payload.data, cmd->payload.len);
         } else if (cmd->kind == BATON__V1__COMMAND__KIND__STOP) {
             a->stopped = true;
             agent_event(a, BATON_AGENT_STOP, cmd->payload.data, cmd->payload.len);
         }
     }
+    a->draining = drain || r->state == BATON__V1__NODE_STATE__NODE_DECOMMISSIONING;
     if (rereg && !a->stopped)
         agent_reregister(a);
 }
@@ -195,6 +184,9 @@ static bool agent_on_end(struct stream *s, int code, const char *msg)
 {
     struct baton_agent *a = s->owner;
     (void)msg;
+    /* A leader that does not know the node (its record is gone): register it again. */
+    if (code == GRPC_NOT_FOUND && !a->stopped)
+        agent_reregister(a);
     return code != GRPC_UNIMPLEMENTED && !a->stopped;
 }
 
