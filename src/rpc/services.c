@@ -29,7 +29,13 @@ int services_create(struct rpc_server *rs, struct server *s, const struct servic
         rc = svc_cluster_register(sv);
     if (!rc)
         rc = svc_maint_register(sv);
+    if (!rc)
+        rc = svc_tso_register(sv);
+    if (!rc)
+        rc = svc_config_register(sv);
     if (rc) {
+        svc_tso_destroy(sv);
+        svc_config_destroy(sv);
         svc_maint_destroy(sv);
         free(sv);
         return rc;
@@ -43,6 +49,8 @@ void services_tick(struct services *sv)
     svc_watch_tick(sv);
     svc_recipe_tick(sv);
     svc_maint_tick(sv);
+    svc_tso_tick(sv);
+    svc_config_tick(sv);
 }
 
 void services_destroy(struct services *sv)
@@ -51,5 +59,7 @@ void services_destroy(struct services *sv)
     svc_lease_destroy(sv);
     svc_recipe_destroy(sv);
     svc_maint_destroy(sv);
+    svc_tso_destroy(sv);
+    svc_config_destroy(sv);
     free(sv);
 }

@@ -15,6 +15,10 @@ struct services_config {
     uint32_t max_txn_ops;
     const struct log_sink *log;
     uint32_t watch_progress_ms; /* progress_notify interval; 0: etcd's 10 minutes */
+    /* This member's software version ("major.minor.patch"), published for the cluster version
+     * (baton.v1.Config); NULL or "": not published. Borrowed; must outlive the services. */
+    const char *version;
+    uint32_t request_timeout_ms; /* how long a TSO/id request waits for a window; 0: 5 s */
 };
 
 struct services;

@@ -16,7 +16,9 @@ struct services {
     struct ka_stream *ka_streams;  /* svc_lease.c */
     struct svc_recipe *recipes;    /* svc_election.c: Campaign, Lock, Observe calls held */
     size_t recipes_len;
-    struct maint *maint; /* svc_maint.c: snapshot streams in progress */
+    struct maint *maint;     /* svc_maint.c: snapshot streams in progress */
+    struct tso_svc *tso;     /* svc_baton_tso.c */
+    struct cfg_svc *cfg_svc; /* svc_baton_config.c */
 };
 
 /* A ResponseHeader for now (revision: the store's current one unless rev > 0). */
@@ -59,5 +61,17 @@ int svc_maint_register(struct services *sv);
 void svc_maint_destroy(struct services *sv);
 /* Snapshot copies that finished start streaming. */
 void svc_maint_tick(struct services *sv);
+
+/* baton.v1.Tso (svc_baton_tso.c): leadership changes, window extension, request deadlines. */
+int svc_tso_register(struct services *sv);
+void svc_tso_tick(struct services *sv);
+/* Fails every waiting request ("server stopped") and forgets the proposals in flight. */
+void svc_tso_destroy(struct services *sv);
+/* baton.v1.Config (svc_baton_config.c): compacted watchers end, the member's version is
+ * published. */
+int svc_config_register(struct services *sv);
+void svc_config_tick(struct services *sv);
+/* Ends every Config.Watch call and cancels its watcher (before the store closes). */
+void svc_config_destroy(struct services *sv);
 
 #endif

@@ -386,7 +386,7 @@ static int start_clients(struct batond *b, char *err, size_t err_len)
     rc_cfg.log = &b->log;
     int rc = rpc_server_create(&rc_cfg, &b->rpc);
     struct services_config sc = {b->f.max_request_bytes, b->f.max_txn_ops, &b->log,
-                                 b->f.watch_progress_ms};
+                                 b->f.watch_progress_ms, BATOND_VERSION, 0};
     if (!rc)
         rc = services_create(b->rpc, b->srv, &sc, &b->svc);
     for (int i = 0; !rc && i < b->f.listen_client.len; i++) {
