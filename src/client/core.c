@@ -409,7 +409,7 @@ static bool leader_problem(const char *msg)
 static bool outcome_unknown(const char *msg)
 {
     return strncmp(msg, "etcdserver: request timed out", 29) == 0 ||
-           msg_is(msg, "etcdserver: leader changed");
+           msg_is(msg, "etcdserver: leader changed") || msg_is(msg, "etcdserver: server stopped");
 }
 
 static void op_start(struct baton_client *c, struct op *op);
@@ -543,6 +543,13 @@ static void op_on_close(struct rpc_client_call *call, int code, const char *msg,
             return;
         }
         op_retry_later(c, op, where, code, m);
+        return;
+    }
+    if (code == GRPC_UNAVAILABLE) {
+        /* The member refused the request before acting on it ("etcdserver: not capable",
+         * "etcdserver: too many requests" style conditions): transient by gRPC's definition. */
+        c->discover_needed = !c->o.no_leader_discovery;
+        op_retry_later(c, op, where, code, msg);
         return;
     }
     if (code == GRPC_DEADLINE_EXCEEDED) {
