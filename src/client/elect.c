@@ -126,7 +126,7 @@ int baton_election_leader(struct baton_client *c, const void *name, size_t name_
     int rc = client_call(c, &op, &req.base);
     if (rc == BATONE_SERVER && strcmp(op.msg, "election: no leader") == 0)
         rc = BATONE_NOTFOUND; /* etcd answers UNKNOWN with this text */
-    struct arena *a;
+    struct arena *a = NULL;
     if (rc == 0)
         rc = result_new(out, &a);
     if (rc == 0) {

@@ -112,7 +112,7 @@ int baton_get(struct baton_client *c, const void *key, size_t key_len,
     }
     struct op op = {.path = "/etcdserverpb.KV/Range"};
     int rc = client_call(c, &op, &q.base);
-    struct arena *a;
+    struct arena *a = NULL;
     if (rc == 0)
         rc = result_new(out, &a);
     if (rc == 0) {
