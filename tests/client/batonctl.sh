@@ -122,6 +122,78 @@ rc=$?
 [ $rc = 1 ] && grep -q "exists; restore into a new directory" "$TMP/rerr"
 check "snapshot restore refuses an existing data dir" $?
 
+# ---- membership and leadership (3 members) ----
+if [ "$N" -ge 3 ]; then
+    pp=$(port)
+    "$CTL" --endpoints "$E" member add spare --peer-urls "http://127.0.0.1:$pp" --learner >"$TMP/add.txt"
+    rc=$?
+    id=$(sed -n 's/^Member \([0-9a-f]*\) added.*/\1/p' "$TMP/add.txt")
+    [ $rc = 0 ] && [ -n "$id" ] && "$CTL" --endpoints "$E" member list |
+        grep -q "^$id  *unstarted  .*http://127.0.0.1:$pp  .*true$"
+    check "member add --learner: listed as an unstarted learner" $?
+    "$CTL" --endpoints "$E" member promote "$id" >/dev/null 2>"$TMP/err"
+    rc=$?
+    [ $rc = 1 ] && grep -q "etcdserver: can only promote a learner member which is in sync with leader" "$TMP/err"
+    check "member promote of a learner that never started: etcd's message, exit 1" $?
+    [ $rc = 1 ] || cat "$TMP/err"
+    "$CTL" --endpoints "$E" member remove "$id" >/dev/null && ! "$CTL" --endpoints "$E" member list | grep -q "^$id "
+    check "member remove" $?
+
+    target=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print("%x" % [m["id"] for m in s["members"] if not m["is_leader"]][0])' "$TMP/status.json")
+    "$CTL" --endpoints "$E" leader transfer "$target" >"$TMP/lt.txt" 2>&1
+    rc=$?
+    now=""
+    for _ in $(seq 1 50); do
+        now=$("$CTL" --endpoints "$E" -w json status | python3 -c 'import json,sys; print("%x" % json.load(sys.stdin)["leader"])')
+        [ "$now" = "$target" ] && break
+        sleep 0.1
+    done
+    [ $rc = 0 ] && [ "$now" = "$target" ]
+    check "leader transfer $target" $?
+    [ $rc = 0 ] || cat "$TMP/lt.txt"
+fi
+
+# ---- TSO, ids, config (when batond serves baton.v1.Tso / Config) ----
+if [ "${BATONCTL_CM:-0}" = 1 ]; then
+    "$CTL" --endpoints "$E" -w json tso 10 >"$TMP/tso1.json" && "$CTL" --endpoints "$E" -w json tso >"$TMP/tso2.json"
+    python3 - "$TMP/tso1.json" "$TMP/tso2.json" <<'EOF2'
+import json, sys, time
+a, b = (json.load(open(f)) for f in sys.argv[1:3])
+assert a["count"] == 10 and b["count"] == 1 and b["first"] >= a["first"] + 10, (a, b)
+assert a["physical_ms"] == a["first"] >> 18 and abs(a["physical_ms"] / 1000 - time.time()) < 86400, a
+EOF2
+    check "tso (json): increasing, physical part is wall-clock ms" $?
+    "$CTL" --endpoints "$E" tso 3 | grep -q "(physical 20[0-9-]*T[0-9:.]*Z, logical [0-9]*) .. [0-9]* (3 timestamps)"
+    check "tso (table)" $?
+    a=$("$CTL" --endpoints "$E" id 5 | sed -n 's/^\([0-9]*\) .. \([0-9]*\) (5 ids)$/\1 \2/p')
+    b=$("$CTL" --endpoints "$E" id)
+    [ -n "$a" ] && [ "$(( ${a#* } - ${a% *} ))" = 4 ] && [ "$b" -gt "${a#* }" ]
+    check "id: ranges never repeat" $?
+    "$CTL" --endpoints "$E" config watch --limit 2 -w json >"$TMP/cw.json" &
+    wpid=$!
+    sleep 1
+    "$CTL" --endpoints "$E" config set '{"zones":3}' --force >"$TMP/cs.txt"
+    rc=$?
+    v=$(sed -n 's/^config version \([0-9]*\)$/\1/p' "$TMP/cs.txt")
+    [ $rc = 0 ] && [ -n "$v" ]
+    check "config set --force" $?
+    "$CTL" --endpoints "$E" config set '{"zones":4}' --expected-version 0 >/dev/null 2>"$TMP/err"
+    [ $? = 1 ] && grep -q "version mismatch" "$TMP/err"
+    check "config set with a stale version: conflict, exit 1" $?
+    "$CTL" --endpoints "$E" config set '{"zones":5}' >/dev/null
+    check "config set (compare-and-set on the version read)" $?
+    "$CTL" --endpoints "$E" -w json config get | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["config"] == {"zones": 5} and d["version"] >= 2, d'
+    check "config get (json)" $?
+    for _ in $(seq 1 50); do kill -0 $wpid 2>/dev/null || break; sleep 0.1; done
+    kill $wpid 2>/dev/null
+    wait $wpid
+    python3 -c 'import json,sys; l=[json.loads(x) for x in open(sys.argv[1])]; assert len(l) == 2 and l[1]["config"] == {"zones": 3} and l[1]["version"] == l[0]["version"] + 1, l' "$TMP/cw.json"
+    check "config watch --limit 2 (json lines)" $?
+    "$CTL" --endpoints "$E" config set '{bad' --force >/dev/null 2>"$TMP/err"
+    [ $? = 1 ]
+    check "config set of malformed JSON: exit 1" $?
+fi
+
 # ---- bad input ----
 "$CTL" --endpoints "$E" --bogus status >/dev/null 2>"$TMP/err"
 rc=$?
