@@ -618,6 +618,7 @@ struct discover {
     struct conn *k;
     struct buf resp;
     uint64_t leader;
+    uint64_t self; /* the member dv->k reaches */
     bool member_list;
 };
 
@@ -666,9 +667,11 @@ static bool disc_member_list(struct discover *dv, struct arena *a)
                 leader_ep = ep;
         }
     }
+    c->leader_id = dv->leader;
+    if (dv->leader == dv->self)
+        return true; /* on the leader already, whatever URL it advertises */
     if (leader_ep < 0)
         return false;
-    c->leader_id = dv->leader;
     if (leader_ep != c->cur)
         conn_switch(c, leader_ep);
     return true;
@@ -691,21 +694,19 @@ static void disc_on_close(struct rpc_client_call *call, int code, const char *ms
         Etcdserverpb__StatusResponse *st = (Etcdserverpb__StatusResponse *)rpc_unpack(
             &etcdserverpb__status_response__descriptor, &a, dv->resp.data, dv->resp.len);
         if (st && st->leader && st->header) {
+            /* The leader is known; the member list gives its client URL and every other
+             * member's, so the client can fail over past the endpoints it was given. */
             dv->leader = st->leader;
-            if (st->leader == st->header->member_id) {
-                c->leader_id = st->leader;
-                if (dv->k->ep >= 0)
-                    c->eps[dv->k->ep].member_id = st->leader;
-                ok = true;
-            } else {
-                Etcdserverpb__MemberListRequest req = ETCDSERVERPB__MEMBER_LIST_REQUEST__INIT;
-                dv->member_list = true;
-                struct rpc_client_call *nc;
-                if (rpc_client_unary(net_client_rpc(dv->k->nc), "/etcdserverpb.Cluster/MemberList",
-                                     &req.base, 2000, &disc_cbs, dv, &nc) == 0) {
-                    arena_free(&a);
-                    return;
-                }
+            dv->self = st->header->member_id;
+            if (dv->k->ep >= 0)
+                c->eps[dv->k->ep].member_id = st->header->member_id;
+            Etcdserverpb__MemberListRequest req = ETCDSERVERPB__MEMBER_LIST_REQUEST__INIT;
+            dv->member_list = true;
+            struct rpc_client_call *nc;
+            if (rpc_client_unary(net_client_rpc(dv->k->nc), "/etcdserverpb.Cluster/MemberList",
+                                 &req.base, 2000, &disc_cbs, dv, &nc) == 0) {
+                arena_free(&a);
+                return;
             }
         }
     } else {

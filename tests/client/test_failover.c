@@ -182,4 +182,60 @@ TEST(failover_kill_leader)
     CHECK_STR(cur, new_leader);
     baton_watch_stop(w);
     baton_close(c);
+    /* Bring the killed member back for the next test. */
+    snprintf(cmd, sizeof(cmd), "%s start %s %d >/dev/null", sh, dir, li);
+    CHECK_EQ(system(cmd), 0);
+}
+
+/* Given only the leader's endpoint, the client learns the others from the member list and
+ * fails over to them when the leader dies. */
+TEST(failover_from_a_single_endpoint)
+{
+    const char *eps = getenv("CLUSTER_ENDPOINTS"), *dir = getenv("CLUSTER_DIR"),
+               *sh = getenv("CLUSTER_SH");
+    if (!eps || !dir || !sh)
+        test_fail(__FILE__, __LINE__, "run under cluster.sh run with CLUSTER_SH set");
+    struct baton_options o;
+    baton_options_default(&o);
+    o.endpoints = eps;
+    struct baton_client *probe;
+    CHECK_EQ(baton_open(&o, &probe), 0);
+    char leader_ep[128] = "";
+    int li = 0;
+    uint64_t until = now_ms() + 10000;
+    while (!li && now_ms() < until) {
+        li = find_leader(probe, eps, leader_ep, sizeof(leader_ep));
+        if (!li)
+            usleep(100000);
+    }
+    baton_close(probe);
+    CHECK_GT(li, 0);
+
+    o.endpoints = leader_ep;
+    o.call_timeout_ms = 15000;
+    struct baton_client *c;
+    CHECK_EQ(baton_open(&o, &c), 0);
+    char k[64];
+    snprintf(k, sizeof(k), "/fo1/%d", (int)getpid());
+    CHECK_EQ(baton_put(c, k, strlen(k), "before", 6, 0, NULL), 0);
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s kill %s %d KILL", sh, dir, li);
+    CHECK_EQ(system(cmd), 0);
+    test_log("killed member %d (%s), the client's only endpoint", li, leader_ep);
+    int rc = baton_put(c, k, strlen(k), "after", 5, 0, NULL);
+    if (rc == BATONE_INDOUBT)
+        rc = baton_put(c, k, strlen(k), "after", 5, 0, NULL);
+    const char *msg;
+    baton_last_error(&msg);
+    if (rc)
+        test_fail(__FILE__, __LINE__, "put after the kill: %s (%s)", baton_errstr(rc), msg);
+    struct baton_result r;
+    CHECK_EQ(baton_get(c, k, strlen(k), NULL, &r), 0);
+    CHECK_EQ(r.kvs_len, 1);
+    CHECK_MEM(r.kvs[0].value, r.kvs[0].value_len, "after", 5);
+    baton_result_free(&r);
+    char cur[128];
+    baton_current_endpoint(c, cur, sizeof(cur));
+    CHECK(strcmp(cur, leader_ep) != 0);
+    baton_close(c);
 }
