@@ -54,13 +54,16 @@ bool tso_want_window(struct tso *t, uint64_t now_ms, uint64_t stored_ms, uint64_
     if (!tso_window_due(t, now_ms))
         return false;
     uint64_t base = tso_base_ms(t, now_ms);
-    /* Strictly above the stored bound when starting; never below it when extending (a bound
-     * raised by someone else is respected, not lowered). */
-    if (base <= stored_ms)
+    /* Starting: strictly above the stored bound. Extending: now + window (the bound is ours;
+     * base is at least the last value handed out), but never lower than what is stored (a
+     * bound raised by someone else is kept). */
+    if (!t->ready && base <= stored_ms)
         base = stored_ms + 1;
     if (base > TSO_PHYSICAL_MAX - t->window_ms)
         return false;
     *limit_ms = base + t->window_ms;
+    if (*limit_ms <= stored_ms)
+        *limit_ms = stored_ms + 1;
     t->proposing = true;
     return true;
 }

@@ -61,6 +61,9 @@ struct cfg_svc {
     struct server_call *publish;
     struct arena publish_arena;
     uint64_t publish_next_ms;
+    /* Versions are published only once the cluster uses baton's services: a cluster that
+     * serves etcd clients only must show them exactly etcd's revisions. */
+    bool publish_wanted;
 };
 
 static struct ccall *ccall_new(struct services *sv, struct rpc_call *call,
@@ -408,6 +411,7 @@ static void version_read(void *ctx, int err, const struct server_result *res)
 
 static void on_cluster_version(struct rpc_call *call, const ProtobufCMessage *msg, void *ctx)
 {
+    ((struct services *)ctx)->cfg_svc->publish_wanted = true;
     struct ccall *c = ccall_new(ctx, call, msg);
     if (!c) {
         rpc_call_finish_err(call, BATON_ENOMEM);
@@ -535,6 +539,7 @@ static void on_finalize(struct rpc_call *call, const ProtobufCMessage *msg, void
         rpc_call_finish(call, GRPC_INVALID_ARGUMENT, text);
         return;
     }
+    ((struct services *)ctx)->cfg_svc->publish_wanted = true;
     struct ccall *c = ccall_new(ctx, call, msg);
     if (!c) {
         rpc_call_finish_err(call, BATON_ENOMEM);
@@ -752,6 +757,17 @@ static void publish_version(struct services *sv)
     snprintf(key, sizeof(key), MEMBERS_PREFIX "%016" PRIx64 "/version", h.member_id);
     struct mvcc_kv *kv;
     arena_reset(&cs->publish_arena);
+    if (!cs->publish_wanted) {
+        /* Anything under /baton/ (a member's version included) means baton is in use. */
+        struct mvcc_range_req q = {.key = cbytes("/baton/"),
+                                   .range_end = cbytes("/baton0"),
+                                   .limit = 1,
+                                   .keys_only = true};
+        struct mvcc_range_resp r;
+        if (mvcc_range(server_store(sv->s), &q, &cs->publish_arena, &r) != 0 || r.kvs_len == 0)
+            return;
+        cs->publish_wanted = true;
+    }
     if (read_key(sv, &cs->publish_arena, key, 0, &kv, NULL) != 0)
         return;
     if (kv && kv->value.len == strlen(ver) && memcmp(kv->value.p, ver, kv->value.len) == 0)

@@ -38,6 +38,9 @@
 #define TIMEOUT_DEFAULT_MS  5000
 #define ERR_NOT_LEADER      "etcdserver: not leader"
 #define ERR_TOO_MANY        "etcdserver: too many requests"
+/* Windows are kept ahead of time only while requests come: an idle cluster (or one that never
+ * uses the TSO, e.g. one serving etcd clients only) writes nothing. */
+#define IDLE_MS 10000
 
 enum item_kind { ITEM_TS, ITEM_IDS };
 
@@ -91,6 +94,7 @@ struct tso_svc {
     bool barrier_busy;   /* a barrier is in flight for round_next - 1 */
     struct server_call *barrier;
     struct cas tso_cas, ids_cas;
+    uint64_t ts_used_ms, ids_used_ms; /* monotonic time of the last request (0: none) */
     bool corrupt_logged;
 };
 
@@ -376,17 +380,19 @@ static void propose_windows(struct tso_svc *ts)
 {
     if (!ts->leading)
         return;
-    uint64_t now = wall_ms();
+    uint64_t now = wall_ms(), mono = mono_ms();
     struct cas *c = &ts->tso_cas;
+    bool ts_active = ts->ts_q.head || (ts->ts_used_ms && mono - ts->ts_used_ms < IDLE_MS);
+    bool ids_active = ts->ids_q.head || (ts->ids_used_ms && mono - ts->ids_used_ms < IDLE_MS);
     /* The local read only when a window is due: this runs for every request. */
-    if (!c->busy && tso_window_due(&ts->tso, now) && counter_read(ts, TSO_KEY, c) == 0 &&
-        tso_want_window(&ts->tso, now, c->stored, &c->to)) {
+    if (ts_active && !c->busy && tso_window_due(&ts->tso, now) &&
+        counter_read(ts, TSO_KEY, c) == 0 && tso_want_window(&ts->tso, now, c->stored, &c->to)) {
         c->from = c->stored;
         if (cas_propose(ts, c, TSO_KEY, on_tso_cas))
             tso_window_failed(&ts->tso, ts->term);
     }
     c = &ts->ids_cas;
-    if (!c->busy && ids_chunk_due(&ts->ids) && counter_read(ts, IDS_KEY, c) == 0 &&
+    if (ids_active && !c->busy && ids_chunk_due(&ts->ids) && counter_read(ts, IDS_KEY, c) == 0 &&
         ids_want_chunk(&ts->ids, c->stored, &c->from, &c->to)) {
         if (cas_propose(ts, c, IDS_KEY, on_ids_cas))
             ids_chunk_failed(&ts->ids, ts->term);
@@ -520,7 +526,12 @@ static void enqueue(struct tso_svc *ts, struct rpc_call *call, struct tstream *s
     }
     *it = tmp;
     it->count = count;
-    it->deadline_ms = mono_ms() + timeout_ms(ts);
+    uint64_t now = mono_ms();
+    it->deadline_ms = now + timeout_ms(ts);
+    if (kind == ITEM_TS)
+        ts->ts_used_ms = now;
+    else
+        ts->ids_used_ms = now;
     if (st)
         st->inflight++;
     else
