@@ -171,7 +171,8 @@ EOF2
     check "id: ranges never repeat" $?
     "$CTL" --endpoints "$E" config watch --limit 2 -w json >"$TMP/cw.json" &
     wpid=$!
-    sleep 1
+    # The watch prints the current configuration first: wait for it before changing anything.
+    for _ in $(seq 1 300); do [ -s "$TMP/cw.json" ] && break; sleep 0.1; done
     "$CTL" --endpoints "$E" config set '{"zones":3}' --force >"$TMP/cs.txt"
     rc=$?
     v=$(sed -n 's/^config version \([0-9]*\)$/\1/p' "$TMP/cs.txt")
