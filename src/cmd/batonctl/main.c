@@ -326,93 +326,113 @@ static int status_targets(struct ctl *x, char (*eps)[128], int max)
     return k;
 }
 
+struct status_row {
+    char ep[128];
+    struct baton_status st;
+    int rc;
+    char err[256];
+};
+
+static void status_json(const struct status_row *rows, int n, uint64_t leader, const char *cv,
+                        const char *fin)
+{
+    struct json j = {.f = stdout};
+    json_begin_object(&j, NULL);
+    json_u64(&j, "leader", leader);
+    json_str(&j, "cluster_version", cv);
+    json_str(&j, "finalized_version", fin);
+    json_begin_array(&j, "members");
+    for (int i = 0; i < n; i++) {
+        const struct baton_status *st = &rows[i].st;
+        json_begin_object(&j, NULL);
+        json_str(&j, "endpoint", rows[i].ep);
+        if (rows[i].rc == 0) {
+            json_u64(&j, "id", st->member_id);
+            json_u64(&j, "cluster_id", st->cluster_id);
+            json_str(&j, "version", st->version);
+            json_i64(&j, "db_size", st->db_size);
+            json_i64(&j, "db_size_in_use", st->db_size_in_use);
+            json_bool(&j, "is_leader", st->leader && st->leader == st->member_id);
+            json_bool(&j, "is_learner", st->learner);
+            json_u64(&j, "raft_term", st->raft_term);
+            json_u64(&j, "raft_index", st->raft_index);
+            json_u64(&j, "raft_applied_index", st->raft_applied_index);
+            json_i64(&j, "revision", st->revision);
+            json_str(&j, "errors", st->errors);
+        } else {
+            json_str(&j, "error", rows[i].err);
+        }
+        json_end_object(&j);
+    }
+    json_end_array(&j);
+    json_end_object(&j);
+    json_done(&j);
+}
+
+static int status_table(const struct status_row *rows, int n, uint64_t leader, const char *cv,
+                        const char *fin)
+{
+    static const char *const hdr[] = {"ENDPOINT",     "ID",         "VERSION",   "DB SIZE",
+                                      "IS LEADER",    "IS LEARNER", "RAFT TERM", "RAFT INDEX",
+                                      "RAFT APPLIED", "REVISION",   "ERRORS"};
+    struct table t;
+    if (table_init(&t, 11, hdr) != 0)
+        return error("out of memory");
+    for (int i = 0; i < n; i++) {
+        const struct baton_status *st = &rows[i].st;
+        char id[20] = "", sz[32] = "", term[24] = "", idx[24] = "", app[24] = "", rev[24] = "";
+        const char *lead = "", *lrn = "", *e = rows[i].err, *ver = "";
+        if (rows[i].rc == 0) {
+            snprintf(id, sizeof(id), "%" PRIx64, st->member_id);
+            fmt_size(sz, sizeof(sz), st->db_size);
+            snprintf(term, sizeof(term), "%" PRIu64, st->raft_term);
+            snprintf(idx, sizeof(idx), "%" PRIu64, st->raft_index);
+            snprintf(app, sizeof(app), "%" PRIu64, st->raft_applied_index);
+            snprintf(rev, sizeof(rev), "%" PRId64, st->revision);
+            lead = st->leader && st->leader == st->member_id ? "true" : "false";
+            lrn = st->learner ? "true" : "false";
+            e = st->errors;
+            ver = st->version;
+        }
+        const char *row[] = {rows[i].ep, id, ver, sz, lead, lrn, term, idx, app, rev, e};
+        table_row(&t, row);
+    }
+    table_print(&t, stdout);
+    table_free(&t);
+    printf("leader: %" PRIx64 "\ncluster version: %s%s%s%s\n", leader,
+           cv[0] ? cv : "(not published yet)", fin[0] ? " (finalized " : "", fin,
+           fin[0] ? ")" : "");
+    return 0;
+}
+
 static int cmd_status(struct ctl *x)
 {
     char eps[16][128];
     int n = status_targets(x, eps, 16);
-    struct baton_status st[16];
-    int rcs[16];
-    char errs[16][256];
+    static struct status_row rows[16];
     int ok = 0;
     uint64_t leader = 0;
     for (int i = 0; i < n; i++) {
-        rcs[i] = baton_endpoint_status(x->c, eps[i], &st[i]);
-        if (rcs[i] == 0) {
+        snprintf(rows[i].ep, sizeof(rows[i].ep), "%s", eps[i]);
+        rows[i].rc = baton_endpoint_status(x->c, eps[i], &rows[i].st);
+        if (rows[i].rc == 0) {
             ok++;
-            if (st[i].leader)
-                leader = st[i].leader;
+            if (rows[i].st.leader)
+                leader = rows[i].st.leader;
         } else {
             const char *m;
             baton_last_error(&m);
-            snprintf(errs[i], sizeof(errs[i]), "%s", m);
+            snprintf(rows[i].err, sizeof(rows[i].err), "%s", m);
         }
     }
     char cv[32] = "", fin[32] = "";
     int cvrc = baton_cluster_version(x->c, cv, fin);
     if (cvrc)
         snprintf(cv, sizeof(cv), "%s", cvrc == BATONE_UNSUPPORTED ? "unknown" : "unavailable");
-    if (x->json) {
-        struct json j = {.f = stdout};
-        json_begin_object(&j, NULL);
-        json_u64(&j, "leader", leader);
-        json_str(&j, "cluster_version", cv);
-        json_str(&j, "finalized_version", fin);
-        json_begin_array(&j, "members");
-        for (int i = 0; i < n; i++) {
-            json_begin_object(&j, NULL);
-            json_str(&j, "endpoint", eps[i]);
-            if (rcs[i] == 0) {
-                json_u64(&j, "id", st[i].member_id);
-                json_u64(&j, "cluster_id", st[i].cluster_id);
-                json_str(&j, "version", st[i].version);
-                json_i64(&j, "db_size", st[i].db_size);
-                json_i64(&j, "db_size_in_use", st[i].db_size_in_use);
-                json_bool(&j, "is_leader", st[i].leader && st[i].leader == st[i].member_id);
-                json_bool(&j, "is_learner", st[i].learner);
-                json_u64(&j, "raft_term", st[i].raft_term);
-                json_u64(&j, "raft_index", st[i].raft_index);
-                json_u64(&j, "raft_applied_index", st[i].raft_applied_index);
-                json_i64(&j, "revision", st[i].revision);
-                json_str(&j, "errors", st[i].errors);
-            } else {
-                json_str(&j, "error", errs[i]);
-            }
-            json_end_object(&j);
-        }
-        json_end_array(&j);
-        json_end_object(&j);
-        json_done(&j);
-    } else {
-        static const char *const hdr[] = {"ENDPOINT",     "ID",         "VERSION",   "DB SIZE",
-                                          "IS LEADER",    "IS LEARNER", "RAFT TERM", "RAFT INDEX",
-                                          "RAFT APPLIED", "REVISION",   "ERRORS"};
-        struct table t;
-        if (table_init(&t, 11, hdr) != 0)
-            return error("out of memory");
-        for (int i = 0; i < n; i++) {
-            char id[20] = "", sz[32] = "", term[24] = "", idx[24] = "", app[24] = "", rev[24] = "";
-            const char *lead = "", *lrn = "", *e = errs[i];
-            if (rcs[i] == 0) {
-                snprintf(id, sizeof(id), "%" PRIx64, st[i].member_id);
-                fmt_size(sz, sizeof(sz), st[i].db_size);
-                snprintf(term, sizeof(term), "%" PRIu64, st[i].raft_term);
-                snprintf(idx, sizeof(idx), "%" PRIu64, st[i].raft_index);
-                snprintf(app, sizeof(app), "%" PRIu64, st[i].raft_applied_index);
-                snprintf(rev, sizeof(rev), "%" PRId64, st[i].revision);
-                lead = st[i].leader && st[i].leader == st[i].member_id ? "true" : "false";
-                lrn = st[i].learner ? "true" : "false";
-                e = st[i].errors;
-            }
-            const char *row[] = {
-                eps[i], id, rcs[i] == 0 ? st[i].version : "", sz, lead, lrn, term, idx, app,
-                rev,    e};
-            table_row(&t, row);
-        }
-        table_print(&t, stdout);
-        table_free(&t);
-        printf("leader: %" PRIx64 "\ncluster version: %s%s%s%s\n", leader, cv,
-               fin[0] ? " (finalized " : "", fin, fin[0] ? ")" : "");
-    }
+    if (x->json)
+        status_json(rows, n, leader, cv, fin);
+    else if (status_table(rows, n, leader, cv, fin) != 0)
+        return 1;
     if (ok == 0)
         return error("status: no endpoint answered");
     return ok == n ? 0 : 1;
