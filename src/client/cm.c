@@ -24,7 +24,8 @@ struct baton_agent {
     uint64_t interval_ms;
     uint64_t next_hb_ms;
     bool reregistering, stopped, detached;
-    bool draining; /* DRAIN delivered; the server repeats it on every heartbeat */
+    bool stop_pending; /* baton_agent_stop from a callback: freed on the next tick */
+    bool draining;     /* DRAIN delivered; the server repeats it on every heartbeat */
     struct arena arena;
     struct baton_agent *next;
 };
@@ -86,11 +87,29 @@ static void agent_send(struct baton_agent *a, uint64_t now)
         a->next_hb_ms = now + a->interval_ms;
 }
 
+static void agent_free(struct baton_agent *a)
+{
+    arena_free(&a->arena);
+    if (a->reregistering)
+        a->detached = true; /* rereg_done frees it */
+    else
+        free(a);
+}
+
 void agent_tick(struct baton_client *c, uint64_t now)
 {
-    for (struct baton_agent *a = c->agents; a; a = a->next)
+    for (struct baton_agent **pp = &c->agents; *pp;) {
+        struct baton_agent *a = *pp;
+        if (a->stop_pending) {
+            *pp = a->next;
+            stream_remove(&a->s);
+            agent_free(a);
+            continue;
+        }
         if (!a->stopped && a->s.open && now >= a->next_hb_ms)
             agent_send(a, now);
+        pp = &a->next;
+    }
 }
 
 static int agent_start(struct stream *s)
@@ -113,7 +132,7 @@ static void rereg_done(struct op *op)
     struct baton_agent *a = op->arg;
     if (a) {
         a->reregistering = false;
-        if (op->rc == 0 && !a->detached) {
+        if (op->rc == 0 && !a->detached && !a->stopped) {
             struct arena ar;
             arena_init(&ar, 4096);
             void *resp = rpc_unpack(&baton__v1__register_response__descriptor, &ar, op->resp.data,
@@ -214,11 +233,7 @@ void agent_shutdown(struct baton_client *c)
         c->agents = a->next;
         a->stopped = true;
         stream_remove(&a->s);
-        arena_free(&a->arena);
-        if (a->reregistering)
-            a->detached = true; /* rereg_done frees it */
-        else
-            free(a);
+        agent_free(a);
     }
 }
 
@@ -308,11 +323,7 @@ static void agent_stop_fn(struct baton_client *c, struct op *op)
         a->stopped = true;
         stream_remove(&a->s);
     }
-    arena_free(&a->arena);
-    if (a->reregistering)
-        a->detached = true; /* rereg_done frees it */
-    else
-        free(a);
+    agent_free(a);
     op_complete(op, 0, 0, "");
 }
 
@@ -322,8 +333,10 @@ void baton_agent_stop(struct baton_agent *a)
         return;
     struct baton_client *c = a->c;
     if (client_on_thread(c)) {
-        /* From a callback: stop now, free when the stream's callbacks are over. */
+        /* From a callback: no more heartbeats or events now; freed on the next tick, once
+         * the callback that called this has returned. */
         a->stopped = true;
+        a->stop_pending = true;
         return;
     }
     client_run(c, agent_stop_fn, a);

@@ -128,15 +128,16 @@ if [ "$N" -ge 3 ]; then
     "$CTL" --endpoints "$E" member add spare --peer-urls "http://127.0.0.1:$pp" --learner >"$TMP/add.txt"
     rc=$?
     id=$(sed -n 's/^Member \([0-9a-f]*\) added.*/\1/p' "$TMP/add.txt")
-    [ $rc = 0 ] && [ -n "$id" ] && "$CTL" --endpoints "$E" member list |
-        grep -q "^$id  *unstarted  .*http://127.0.0.1:$pp  .*true$"
+    "$CTL" --endpoints "$E" member list >"$TMP/ml2.txt"
+    [ $rc = 0 ] && [ -n "$id" ] && grep -q "^$id  *unstarted  .*http://127.0.0.1:$pp  .*true$" "$TMP/ml2.txt"
     check "member add --learner: listed as an unstarted learner" $?
     "$CTL" --endpoints "$E" member promote "$id" >/dev/null 2>"$TMP/err"
     rc=$?
     [ $rc = 1 ] && grep -q "etcdserver: can only promote a learner member which is in sync with leader" "$TMP/err"
     check "member promote of a learner that never started: etcd's message, exit 1" $?
     [ $rc = 1 ] || cat "$TMP/err"
-    "$CTL" --endpoints "$E" member remove "$id" >/dev/null && ! "$CTL" --endpoints "$E" member list | grep -q "^$id "
+    "$CTL" --endpoints "$E" member remove "$id" >/dev/null && "$CTL" --endpoints "$E" member list >"$TMP/ml3.txt" &&
+        ! grep -q "^$id " "$TMP/ml3.txt"
     check "member remove" $?
 
     target=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print("%x" % [m["id"] for m in s["members"] if not m["is_leader"]][0])' "$TMP/status.json")
@@ -163,7 +164,8 @@ assert a["count"] == 10 and b["count"] == 1 and b["first"] >= a["first"] + 10, (
 assert a["physical_ms"] == a["first"] >> 18 and abs(a["physical_ms"] / 1000 - time.time()) < 86400, a
 EOF2
     check "tso (json): increasing, physical part is wall-clock ms" $?
-    "$CTL" --endpoints "$E" tso 3 | grep -q "(physical 20[0-9-]*T[0-9:.]*Z, logical [0-9]*) .. [0-9]* (3 timestamps)"
+    "$CTL" --endpoints "$E" tso 3 >"$TMP/tso.txt"
+    grep -q "(physical 20[0-9-]*T[0-9:.]*Z, logical [0-9]*) .. [0-9]* (3 timestamps)" "$TMP/tso.txt"
     check "tso (table)" $?
     a=$("$CTL" --endpoints "$E" id 5 | sed -n 's/^\([0-9]*\) .. \([0-9]*\) (5 ids)$/\1 \2/p')
     b=$("$CTL" --endpoints "$E" id)

@@ -62,7 +62,9 @@ assert n["labels"] == {"zone": "z1", "rack": "r2"} and n["version"] == "2.0.1", 
 assert n["capacity_bytes"] == 50 << 30 and n["state"] == "up" and n["epoch"] >= 1, n
 EOF
 check "node show (json)" $?
-etcdctl --endpoints "$E" get "/example/$id/" --prefix --keys-only | grep -q "/example/$id/data-"
+# (into a file: with pipefail, grep -q closing the pipe early would fail etcdctl with SIGPIPE)
+etcdctl --endpoints "$E" get "/example/$id/" --prefix --keys-only >"$TMP/keys.txt"
+grep -q "/example/$id/data-" "$TMP/keys.txt"
 check "the data is in the store" $?
 
 "$CTL" --endpoints "$E" node drain "$id" >"$TMP/drain.txt"

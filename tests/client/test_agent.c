@@ -44,6 +44,7 @@ struct agent_state {
     bool stalled;
     int epoch_events, drain_events, stop_events;
     uint64_t last_epoch;
+    struct baton_agent *agent; /* stopped from the STOP callback itself */
 };
 
 static void on_stats(void *ctx, struct baton_node_stats *out)
@@ -76,8 +77,10 @@ static void on_agent_event(void *ctx, enum baton_agent_event ev, uint64_t epoch,
         s->epoch_events++;
     else if (ev == BATON_AGENT_DRAIN)
         s->drain_events++;
-    else if (ev == BATON_AGENT_STOP)
+    else if (ev == BATON_AGENT_STOP) {
         s->stop_events++;
+        baton_agent_stop(s->agent); /* allowed from a callback */
+    }
     s->last_epoch = epoch;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -135,6 +138,9 @@ TEST(agent_lifecycle)
                                      .ctx = &s};
     struct baton_agent *a = NULL;
     CHECK_EQ(baton_agent_start(c, &cfg, &a), 0);
+    pthread_mutex_lock(&s.mu);
+    s.agent = a;
+    pthread_mutex_unlock(&s.mu);
     uint64_t id = baton_agent_id(a), e0 = baton_agent_epoch(a);
     CHECK_NE(id, 0);
     CHECK_GE(e0, 1);
@@ -232,7 +238,8 @@ TEST(agent_lifecycle)
     CHECK_EQ(s.stop_events, 1);
     CHECK_EQ(baton_node_get(admin, id, &n), 0);
     CHECK_STR(baton_node_state_name(n.state), "removed");
-    baton_agent_stop(a);
+    /* The STOP callback stopped the agent; the client goes on working. */
+    CHECK_EQ(baton_put(c, key, strlen(key), "after", 5, 0, NULL), 0);
     baton_close(c);
     baton_close(admin);
 }
