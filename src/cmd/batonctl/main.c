@@ -413,7 +413,7 @@ static int cmd_status(struct ctl *x)
     int ok = 0;
     uint64_t leader = 0;
     for (int i = 0; i < n; i++) {
-        snprintf(rows[i].ep, sizeof(rows[i].ep), "%s", eps[i]);
+        memcpy(rows[i].ep, eps[i], sizeof(rows[i].ep)); /* both 128 bytes, NUL-terminated */
         rows[i].rc = baton_endpoint_status(x->c, eps[i], &rows[i].st);
         if (rows[i].rc == 0) {
             ok++;
