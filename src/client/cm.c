@@ -534,8 +534,13 @@ static void cfgw_on_msg(struct stream *s, const uint8_t *d, size_t n)
         return;
     if (r->mod_revision && r->mod_revision < w->next_rev)
         return; /* seen before this stream reopened */
+    /* Resume after what this message showed: its change, or for the state sent first (which
+     * may be "never set", mod_revision 0) the store revision it was read at. A stream that
+     * reopens (failover, moving to the leader) then neither repeats nor misses a version. */
     if (r->mod_revision)
         w->next_rev = r->mod_revision + 1;
+    else if (r->header && r->header->revision >= w->next_rev)
+        w->next_rev = r->header->revision + 1;
     w->in_cb = true;
     w->config_fn(w->ctx, r->json ? r->json : "", r->version, r->mod_revision);
     w->in_cb = false;
