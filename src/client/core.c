@@ -990,11 +990,12 @@ static int submit(struct baton_client *c, struct op *op)
     }
     c->queue[(c->q_head + c->q_len) % CLIENT_QUEUE_MAX] = op;
     c->q_len++;
-    pthread_mutex_unlock(&c->mu);
+    c->callers++; /* baton_close waits for every blocked caller to leave */
     net_async_send(c->wake);
-    pthread_mutex_lock(&c->mu);
     while (!op->done)
         pthread_cond_wait(&c->cv, &c->mu);
+    c->callers--;
+    pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     return client_result(op);
 }
@@ -1130,6 +1131,12 @@ void baton_close(struct baton_client *c)
     pthread_mutex_unlock(&c->mu);
     net_async_send(c->wake);
     pthread_join(c->thread, NULL);
+    /* Calls blocked in other threads were completed with BATONE_CLOSED; let them return
+     * before the mutex they wait on goes away. */
+    pthread_mutex_lock(&c->mu);
+    while (c->callers)
+        pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
     free(c->inflight);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);

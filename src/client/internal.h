@@ -122,7 +122,8 @@ struct baton_client {
     pthread_cond_t cv;
     struct op *queue[CLIENT_QUEUE_MAX];
     size_t q_head, q_len;
-    bool closing; /* under mu */
+    bool closing;   /* under mu */
+    size_t callers; /* threads blocked in a call; under mu */
 
     /* Client-thread state. */
     struct net_loop *loop;

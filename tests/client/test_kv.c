@@ -415,3 +415,44 @@ TEST(fence_check)
     CHECK(baton_fence_check(9, &last));
     CHECK_EQ(last, 9);
 }
+
+/* baton_close while another thread is blocked in a call: the call returns BATONE_CLOSED. */
+struct blocked {
+    struct baton_client *c;
+    const char *name;
+    int64_t lease;
+    int rc;
+};
+
+static void *blocked_lock(void *arg)
+{
+    struct blocked *b = arg;
+    struct baton_lease_key k;
+    b->rc = baton_lock(b->c, b->name, strlen(b->name), b->lease, 60000, &k);
+    return NULL;
+}
+
+TEST(close_with_a_blocked_caller)
+{
+    struct baton_client *c1 = open_client(), *c2 = open_client();
+    char name[64];
+    snprintf(name, sizeof(name), "close-%d", (int)getpid());
+    int64_t l1, l2;
+    CHECK_EQ(baton_lease_grant(c1, 30, &l1, NULL), 0);
+    CHECK_EQ(baton_lease_grant(c2, 30, &l2, NULL), 0);
+    struct baton_lease_key k1;
+    CHECK_EQ(baton_lock(c1, name, strlen(name), l1, 0, &k1), 0);
+    struct blocked b = {.c = c2, .name = name, .lease = l2, .rc = 1};
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, blocked_lock, &b), 0);
+    usleep(300000);
+    uint64_t t0 = now_ms();
+    baton_close(c2);
+    pthread_join(th, NULL);
+    CHECK_EQ(b.rc, BATONE_CLOSED);
+    CHECK_LT(now_ms() - t0, 30000);
+    CHECK_EQ(baton_lease_revoke(c1, l2), 0);
+    CHECK_EQ(baton_unlock(c1, &k1), 0);
+    CHECK_EQ(baton_lease_revoke(c1, l1), 0);
+    baton_close(c1);
+}
