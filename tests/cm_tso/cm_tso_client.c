@@ -303,6 +303,69 @@ static void check_followers(struct ctx *x, int leader)
     arena_free(&a);
 }
 
+/* Puts a Node record (as the Nodes service stores it) with an etcd Put. */
+static int node_put(struct ctx *x, int ep, const char *key, const char *version, int state,
+                    struct arena *a)
+{
+    Baton__V1__Node n = BATON__V1__NODE__INIT;
+    n.id = 1;
+    n.version = (char *)version;
+    n.state = state;
+    uint8_t buf[256];
+    size_t len = baton__v1__node__pack(&n, buf);
+    Etcdserverpb__PutRequest p = ETCDSERVERPB__PUT_REQUEST__INIT;
+    p.key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
+    p.value = (ProtobufCBinaryData){len, buf};
+    char msg[256];
+    return unary(x, ep, "/etcdserverpb.KV/Put", &p.base, NULL, a, NULL, msg, sizeof(msg));
+}
+
+static const char *cluster_version(struct ctx *x, int ep, struct arena *a)
+{
+    Baton__V1__ClusterVersionRequest q = BATON__V1__CLUSTER_VERSION_REQUEST__INIT;
+    Baton__V1__ClusterVersionResponse *r = NULL;
+    char msg[256];
+    int code =
+        unary(x, ep, "/baton.v1.Config/ClusterVersion", &q.base,
+              &baton__v1__cluster_version_response__descriptor, a, (void **)&r, msg, sizeof(msg));
+    return code == 0 && r ? r->cluster_version : "(error)";
+}
+
+/* Registered nodes count in the cluster version unless removed or decommissioned; records
+ * below a node's key (its epoch) are not nodes; the finalized version never moves back. */
+static void check_node_versions(struct ctx *x, int leader, struct arena *a)
+{
+    const char *old = "/baton/nodes/00000000000000a1", *gone = "/baton/nodes/00000000000000a2";
+    bool good =
+        node_put(x, leader, old, "0.0.9", BATON__V1__NODE_STATE__NODE_UP, a) == 0 &&
+        node_put(x, leader, gone, "0.0.1", BATON__V1__NODE_STATE__NODE_DECOMMISSIONED, a) == 0;
+    Etcdserverpb__PutRequest p = ETCDSERVERPB__PUT_REQUEST__INIT;
+    const char *epoch = "/baton/nodes/00000000000000a1/epoch";
+    p.key = (ProtobufCBinaryData){strlen(epoch), (uint8_t *)epoch};
+    p.value = (ProtobufCBinaryData){1, (uint8_t *)"1"};
+    char msg[512];
+    good = good &&
+           unary(x, leader, "/etcdserverpb.KV/Put", &p.base, NULL, a, NULL, msg, sizeof(msg)) == 0;
+    const char *v = cluster_version(x, leader, a);
+    if (good && strcmp(v, "0.0.9") == 0)
+        ok("ClusterVersion: the lowest registered node counts, a decommissioned one does not");
+    else
+        fail("ClusterVersion with nodes: \"%s\" (want 0.0.9)", v);
+    Baton__V1__FinalizeRequest f = BATON__V1__FINALIZE_REQUEST__INIT;
+    f.version = "0.0.9";
+    int code =
+        unary(x, leader, "/baton.v1.Config/Finalize", &f.base, NULL, a, NULL, msg, sizeof(msg));
+    expect("Finalize below the finalized version", code, msg, GRPC_FAILED_PRECONDITION,
+           "baton: cannot finalize 0.0.9: 0.1.0 is finalized already and the finalized version "
+           "never moves backwards");
+    node_put(x, leader, old, "0.0.9", BATON__V1__NODE_STATE__NODE_REMOVED, a);
+    v = cluster_version(x, leader, a);
+    if (strcmp(v, "0.1.0") == 0)
+        ok("ClusterVersion: a removed node no longer counts");
+    else
+        fail("ClusterVersion after the node's removal: \"%s\" (want 0.1.0)", v);
+}
+
 static void check_versions(struct ctx *x, int leader)
 {
     struct arena a;
@@ -341,6 +404,7 @@ static void check_versions(struct ctx *x, int leader)
         ok("finalized version reads back");
     else
         fail("finalized version: code %d finalized \"%s\"", code, r ? r->finalized_version : "");
+    check_node_versions(x, leader, &a);
     arena_free(&a);
 }
 
@@ -687,7 +751,8 @@ struct range {
 struct lclient {
     struct ctx *x;
     int id, ep;
-    bool ids; /* AllocIds instead of GetTimestamp */
+    bool ids;  /* AllocIds instead of GetTimestamp */
+    bool roam; /* the next endpoint after every answer, not only after errors */
     bool busy;
     uint64_t retry_at_us;
     uint64_t floor; /* the largest value any client had received when this request went */
@@ -708,6 +773,8 @@ static struct {
     uint64_t deadline_us, last_progress_write;
     struct prng prng;
     uint64_t codes[17];
+    uint64_t ts_oks_by_ep[EPS_MAX]; /* timestamp answers from each endpoint */
+    int last_ep;                    /* 1-based endpoint of the last timestamp answer */
 } L;
 
 static void range_add(struct range **v, size_t *len, size_t *cap, uint64_t first, uint64_t n)
@@ -765,6 +832,12 @@ static void l_on_close(struct rpc_client_call *call, int code, const char *msg, 
     if (code == GRPC_OK) {
         c->oks++;
         L.oks++;
+        if (!c->ids) {
+            L.ts_oks_by_ep[c->ep]++;
+            L.last_ep = c->ep + 1;
+        }
+        if (c->roam)
+            c->ep = (c->ep + 1) % c->x->neps;
         return;
     }
     /* Any error: the next endpoint, after a pause. */
@@ -799,16 +872,29 @@ static void l_issue(struct lclient *c)
     }
 }
 
+static int eps_n;
+static int c_eps(void)
+{
+    return eps_n;
+}
+
 static bool l_loop(void *arg)
 {
     (void)arg;
     uint64_t now = now_us();
     if (now - L.last_progress_write > 200000) {
         L.last_progress_write = now;
-        FILE *f = fopen(L.progress_file, "w");
+        char tmp[4096];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", L.progress_file);
+        FILE *f = fopen(tmp, "w");
         if (f) {
-            fprintf(f, "%" PRIu64 "\n", L.oks);
+            /* "total ts-answers-from-endpoint-1 ... -n last-answering-endpoint" */
+            fprintf(f, "%" PRIu64, L.oks);
+            for (int i = 0; i < c_eps(); i++)
+                fprintf(f, " %" PRIu64, L.ts_oks_by_ep[i]);
+            fprintf(f, " %d\n", L.last_ep);
             fclose(f);
+            rename(tmp, L.progress_file); /* the reader never sees a half-written file */
         }
         if (access(L.stop_file, F_OK) == 0 || now > L.deadline_us)
             L.stop = true;
@@ -847,11 +933,13 @@ static int mode_linear(struct ctx *x, int clients, const char *stop, const char 
 {
     L.n = clients + 1 > CLIENTS_MAX ? CLIENTS_MAX : clients + 1;
     L.stop_file = stop;
+    eps_n = x->neps;
     L.progress_file = progress;
     L.deadline_us = now_us() + (uint64_t)max_secs * 1000000u;
     prng_seed(&L.prng, 42);
     for (int i = 0; i < L.n; i++) {
-        L.c[i] = (struct lclient){.x = x, .id = i, .ep = i % x->neps, .ids = i == L.n - 1};
+        L.c[i] = (struct lclient){
+            .x = x, .id = i, .ep = i % x->neps, .ids = i == L.n - 1, .roam = i < 2};
     }
     /* The loop polls l_loop after every iteration and at least every 10 ms. */
     while (!l_loop(NULL))
