@@ -369,7 +369,10 @@ int baton_agent_txn(struct baton_agent *a, const struct baton_txn *t, struct bat
     arena_free(&ar);
     if (rc || out->succeeded)
         return rc;
-    BATON_ASSERT(out->ops_len >= 1);
+    if (out->ops_len < 1) {
+        baton_result_free(out);
+        return client_fail(BATONE_SERVER, "fenced txn: the answer lacks the epoch read");
+    }
     struct baton_result *p = &out->ops[out->ops_len - 1];
     out->ops_len--;
     bool same = p->kvs_len == 1 && p->kvs[0].value_len == (size_t)vl &&
