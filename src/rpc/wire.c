@@ -59,6 +59,8 @@ int rpc_outq_frame(struct rpc_outq *q, const struct rpc_msg_src *src)
 size_t rpc_outq_take(struct rpc_outq *q, uint8_t *dst, size_t len)
 {
     size_t n = BATON_MIN(len, rpc_outq_pending(q));
+    if (n == 0)
+        return 0; /* a released queue has no buffer at all */
     memcpy(dst, q->b.data + q->off, n);
     q->off += n;
     if (q->off == q->b.len) {
