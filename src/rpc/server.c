@@ -964,12 +964,10 @@ static int call_queue(struct rpc_call *call, const struct rpc_msg_src *src)
     if (one_response && call->sent_one)
         return BATON_ECLOSED;
     if (rpc_outq_pending(&call->out) >= c->cfg->stream_out_max_bytes ||
-        c->out_pending >= c->cfg->conn_out_max_bytes) {
-        call->blocked = true;
-        c->srv->stats.out_refused++;
-        return BATON_EBUSY;
-    }
-    if (c->srv->stats.out_buffered >= c->cfg->server_out_max_bytes) {
+        c->out_pending >= c->cfg->conn_out_max_bytes ||
+        c->srv->stats.out_buffered >= c->cfg->server_out_max_bytes) {
+        /* Any refusal also marks the server: if this connection drains while the server is
+         * still above half its bound, only another connection's drain can wake the call. */
         call->blocked = true;
         c->srv->blocked = true;
         c->srv->stats.out_refused++;

@@ -149,6 +149,9 @@ def main():
            get(a, "etcd_server_has_leader") == 1)
     expect("etcd_server_is_leader", present(a, "etcd_server_is_leader"),
            get(a, "etcd_server_is_leader") == 1)
+    ids = [dict(ls).get("server_id") for (n, ls), v in a.items() if n == "etcd_server_id" and v == 1]
+    expect("etcd_server_id{server_id=<hex>} 1", ids,
+           len(ids) == 1 and re.fullmatch(r"[0-9a-f]+", ids[0] or "") is not None)
     lc = present(a, "etcd_server_leader_changes_seen_total")
     expect("etcd_server_leader_changes_seen_total (one member)", lc, lc == 1)
     for name in ("etcd_server_proposals_committed_total", "etcd_server_proposals_applied_total"):

@@ -181,6 +181,17 @@ int bmetrics_init(struct bmetrics *bm, uint64_t quota_bytes)
     return 0;
 }
 
+void bmetrics_set_member(struct bmetrics *bm, uint64_t member_id)
+{
+    char labels[64];
+    snprintf(labels, sizeof(labels), "server_id=\"%llx\"", (unsigned long long)member_id);
+    metrics_set(metrics_gauge(bm->m, "etcd_server_id",
+                              "Server or member ID in hexadecimal format. 1 for 'server_id' label "
+                              "with current ID.",
+                              labels),
+                1);
+}
+
 void bmetrics_free(struct bmetrics *bm)
 {
     metrics_free(bm->m);

@@ -35,6 +35,9 @@ struct bmetrics {
 int bmetrics_init(struct bmetrics *bm, uint64_t quota_bytes);
 void bmetrics_free(struct bmetrics *bm);
 
+/* etcd_server_id{server_id="<hex>"} 1, once the member's id is known. */
+void bmetrics_set_member(struct bmetrics *bm, uint64_t member_id);
+
 /* The member's observer and rpc's call observer, both with ctx = bm. */
 struct server_observer bmetrics_server_observer(struct bmetrics *bm);
 struct rpc_call_observer bmetrics_rpc_observer(struct bmetrics *bm);

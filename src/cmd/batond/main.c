@@ -323,8 +323,10 @@ static int start_member(struct batond *b, char *err, size_t err_len)
     int rc = net_async_create(b->loop, on_wal_wake, b, &b->wal_wake);
     if (!rc)
         rc = server_open(&o, &b->srv, err, err_len);
-    if (!rc)
+    if (!rc) {
         b->bm.srv = b->srv;
+        bmetrics_set_member(&b->bm, b->self_id);
+    }
     return rc;
 }
 
