@@ -226,7 +226,6 @@ struct range_enc {
     const Etcdserverpb__ResponseHeader *h;
     size_t hlen;
     const struct mvcc_range_resp *r;
-    int send_rc; /* rpc_call_send_fill's result */
 };
 
 static void range_fill(void *ctx, uint8_t *msg, size_t len)
