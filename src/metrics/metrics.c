@@ -165,6 +165,17 @@ struct metrics_series *metrics_gauge_func(struct metrics *m, const char *name, c
     return s;
 }
 
+struct metrics_series *metrics_counter_func(struct metrics *m, const char *name, const char *help,
+                                            const char *labels, metrics_gauge_fn fn, void *ctx)
+{
+    struct metrics_series *s = series_get(m, name, help, METRICS_COUNTER, labels, NULL, 0);
+    if (s) {
+        s->fn = fn;
+        s->fn_ctx = ctx;
+    }
+    return s;
+}
+
 void metrics_exp_buckets(double *out, int len, double start, double factor)
 {
     for (int i = 0; i < len; i++, start *= factor)

@@ -37,6 +37,10 @@ struct metrics_series *metrics_histogram(struct metrics *m, const char *name, co
 /* A gauge whose value comes from fn(ctx) when rendered. */
 struct metrics_series *metrics_gauge_func(struct metrics *m, const char *name, const char *help,
                                           const char *labels, metrics_gauge_fn fn, void *ctx);
+/* A counter kept elsewhere (a layer's own monotonic count), read through fn(ctx) when
+ * rendered. fn must never go down. */
+struct metrics_series *metrics_counter_func(struct metrics *m, const char *name, const char *help,
+                                            const char *labels, metrics_gauge_fn fn, void *ctx);
 
 /* Exponential bucket bounds: start, start*factor, ... (len values) into out. */
 void metrics_exp_buckets(double *out, int len, double start, double factor);

@@ -225,6 +225,7 @@ struct mvcc_store {
     int64_t op_sub; /* changes made by the write operation in progress */
     struct kidx idx;
     struct lease_table leases;
+    uint64_t last_commit_ns; /* the last batch commit, for metrics */
     /* Watch hub. */
     struct watcher **w;
     size_t nw, wcap, w_rr;

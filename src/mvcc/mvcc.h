@@ -251,6 +251,13 @@ struct mvcc_txn_resp {
 /* Reads at the current state (inside an open batch: including the batch's writes). */
 int mvcc_range(struct mvcc_store *s, const struct mvcc_range_req *req, struct arena *a,
                struct mvcc_range_resp *resp);
+/* mvcc_range without copying the records: resp's KeyValues (packed, key, value) point into the
+ * store's mapped pages, valid only until fn returns (fn must not call into the store); only the
+ * small parts (the kvs array, keys_only re-encodings) come from a. Returns fn's result, or the
+ * range's error (then fn is not called). For responses encoded straight into their output. */
+typedef int (*mvcc_range_fn)(void *ctx, const struct mvcc_range_resp *resp);
+int mvcc_range_borrow(struct mvcc_store *s, const struct mvcc_range_req *req, struct arena *a,
+                      mvcc_range_fn fn, void *ctx);
 /* Writes: inside a batch only. */
 int mvcc_put(struct mvcc_store *s, const struct mvcc_put_req *req, struct arena *a,
              struct mvcc_put_resp *resp);
@@ -361,6 +368,11 @@ int mvcc_watch_progress(struct mvcc_store *s, int64_t watch_id);
  * revisions at a time. *pending tells whether any watcher is still behind. */
 int mvcc_watch_step(struct mvcc_store *s, size_t max_events, bool *pending);
 size_t mvcc_watch_count(const struct mvcc_store *s);
+/* Leases held now. */
+size_t mvcc_lease_count(const struct mvcc_store *s);
+/* How long the last mvcc_batch_commit's LMDB commit (page writes and fsync) took, in ns; 0
+ * before the first. Measured on the monotonic clock, for metrics only. */
+uint64_t mvcc_last_commit_ns(const struct mvcc_store *s);
 size_t mvcc_watch_unsynced_count(const struct mvcc_store *s);
 
 /* ---- Quota and alarm ----------------------------------------------------------------------- */

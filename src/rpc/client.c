@@ -494,7 +494,8 @@ static int client_queue(struct rpc_client_call *call, const ProtobufCMessage *ms
         call->blocked = true;
         return BATON_EBUSY;
     }
-    int rc = rpc_outq_frame(&call->out, msg, bytes, len);
+    int rc =
+        rpc_outq_frame(&call->out, &(struct rpc_msg_src){.msg = msg, .bytes = bytes, .len = len});
     if (rc)
         return rc;
     if (call->deferred) {

@@ -188,12 +188,28 @@ struct rpc_method {
     void *ctx;
 };
 
+/* Optional per-call accounting (batond turns it into metrics). Both run on the loop thread and
+ * must not call into rpc. Only calls to registered methods are reported: on_start once the call
+ * is dispatched, on_end exactly once after it with the status sent (CANCELLED when the client
+ * reset the stream or the connection closed first). method is the method's registration index
+ * (0, 1, ... in rpc_server_register order), so the observer can keep per-method state in an
+ * array; m is the registered method (path, kind). */
+struct rpc_call_observer {
+    void (*on_start)(void *ctx, size_t method, const struct rpc_method *m);
+    void (*on_end)(void *ctx, size_t method, const struct rpc_method *m, int code);
+    void *ctx;
+};
+
 struct rpc_server_config {
-    size_t recv_msg_max_bytes;     /* one request message; default 1.5 MiB */
-    size_t header_max_bytes;       /* request header block per call; default 64 KiB */
-    size_t metadata_max;           /* metadata pairs kept per call; default 64 */
-    size_t stream_out_max_bytes;   /* buffered response bytes per call; default 4 MiB */
-    size_t conn_out_max_bytes;     /* buffered response bytes per connection; default 16 MiB */
+    size_t recv_msg_max_bytes;   /* one request message; default 1.5 MiB */
+    size_t header_max_bytes;     /* request header block per call; default 64 KiB */
+    size_t metadata_max;         /* metadata pairs kept per call; default 64 */
+    size_t stream_out_max_bytes; /* buffered response bytes per call; default 4 MiB */
+    size_t conn_out_max_bytes;   /* buffered response bytes per connection; default 16 MiB */
+    /* Buffered response bytes over all connections; default 256 MiB. A send past it is refused
+     * (BATON_EBUSY, on_writable later) unless nothing at all is buffered, so one message larger
+     * than every bound still goes out, alone. */
+    size_t server_out_max_bytes;
     size_t conn_in_max_bytes;      /* partial request messages held per connection; 32 MiB */
     uint32_t streams_max;          /* SETTINGS_MAX_CONCURRENT_STREAMS, enforced; default 256 */
     uint32_t window_bytes;         /* initial stream window; default 1 MiB */
@@ -207,7 +223,8 @@ struct rpc_server_config {
     uint32_t resets_per_sec;       /* budget refill; default 50 */
     rpc_clock_fn clock;
     void *clock_ctx;
-    const struct log_sink *log; /* borrowed; NULL = silent */
+    const struct log_sink *log;        /* borrowed; NULL = silent */
+    struct rpc_call_observer observer; /* optional; ctx borrowed */
 };
 
 void rpc_server_config_default(struct rpc_server_config *cfg);
@@ -218,6 +235,17 @@ int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **o
 int rpc_server_register(struct rpc_server *srv, const struct rpc_method *m);
 /* Destroy every connection first. */
 void rpc_server_destroy(struct rpc_server *srv);
+
+/* Counters over the server's life, for metrics. */
+struct rpc_server_stats {
+    uint64_t conns;          /* connections open now */
+    uint64_t conns_total;    /* connections ever created */
+    uint64_t bytes_received; /* HTTP/2 bytes fed to rpc_conn_recv */
+    uint64_t bytes_sent;     /* HTTP/2 bytes handed out by rpc_conn_send */
+    uint64_t out_buffered;   /* response bytes buffered now, over all connections */
+    uint64_t out_refused;    /* sends refused (BATON_EBUSY) by an output bound */
+};
+void rpc_server_stats(const struct rpc_server *srv, struct rpc_server_stats *st);
 
 /* One HTTP/2 connection. notify may be NULL (then poll rpc_conn_send). */
 int rpc_conn_create(struct rpc_server *srv, rpc_notify_fn notify, void *notify_ctx,
@@ -251,6 +279,12 @@ size_t rpc_conn_buffered_bytes(const struct rpc_conn *c);
 int rpc_call_send(struct rpc_call *call, const struct ProtobufCMessage *msg);
 /* The same with an encoded message (copied). */
 int rpc_call_send_bytes(struct rpc_call *call, const void *msg, size_t len);
+/* Writes exactly len bytes of an encoded message into dst. */
+typedef void (*rpc_fill_fn)(void *ctx, uint8_t *dst, size_t len);
+/* The same for a large message encoded in place: fill(ctx, dst, len) is called at once, with
+ * room for the message in the call's output queue, so the response is never held twice. On an
+ * error fill is not called. */
+int rpc_call_send_fill(struct rpc_call *call, size_t len, rpc_fill_fn fill, void *ctx);
 /* Ends the call: queued messages, then trailers (grpc-status, grpc-message percent-encoded;
  * message may be NULL, copied). The handle is invalid afterwards. */
 void rpc_call_finish(struct rpc_call *call, int code, const char *message);

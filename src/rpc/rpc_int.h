@@ -8,6 +8,9 @@
 
 #define RPC_FRAME_HEADER 5
 
+/* A drained output queue keeps at most this much memory for the next message. */
+#define RPC_OUTQ_KEEP_BYTES (256u << 10)
+
 /* Output waiting for HTTP/2 DATA frames: bytes [off, b.len) are pending. */
 struct rpc_outq {
     struct buf b;
@@ -17,8 +20,17 @@ static inline size_t rpc_outq_pending(const struct rpc_outq *q)
 {
     return q->b.len - q->off;
 }
-/* Appends a 5-byte gRPC frame header and the message. 0 or BATON_ENOMEM. */
-int rpc_outq_frame(struct rpc_outq *q, const ProtobufCMessage *msg, const void *bytes, size_t len);
+/* How a queued message gets its bytes: packed from msg, copied from bytes, or written in place
+ * by fill (exactly len bytes). */
+struct rpc_msg_src {
+    const ProtobufCMessage *msg;
+    const void *bytes;
+    size_t len;
+    rpc_fill_fn fill;
+    void *fill_ctx;
+};
+/* Appends a 5-byte gRPC frame header and the message. 0, BATON_ETOOBIG or BATON_ENOMEM. */
+int rpc_outq_frame(struct rpc_outq *q, const struct rpc_msg_src *src);
 /* Moves up to len pending bytes into dst; returns how many. */
 size_t rpc_outq_take(struct rpc_outq *q, uint8_t *dst, size_t len);
 void rpc_outq_free(struct rpc_outq *q);

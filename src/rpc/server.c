@@ -21,6 +21,9 @@ struct rpc_server {
     struct rpc_server_config cfg;
     struct rpc_method *methods;
     size_t methods_len, methods_cap;
+    struct rpc_conn *conns; /* every live connection, for the server-wide output bound */
+    struct rpc_server_stats stats;
+    bool blocked; /* a send was refused by the server-wide bound since the last drain */
 };
 
 struct rpc_md {
@@ -52,10 +55,12 @@ struct rpc_call {
     bool deferred; /* the data provider is waiting for output */
     bool blocked;  /* a send was refused; on_writable is due */
     bool sent_one; /* unary response: its one message is queued */
+    bool reported; /* the observer heard its end */
 };
 
 struct rpc_conn {
     struct rpc_server *srv;
+    struct rpc_conn *prev, *next; /* srv->conns */
     const struct rpc_server_config *cfg;
     nghttp2_session *h2;
     rpc_notify_fn notify;
@@ -76,6 +81,31 @@ struct rpc_conn {
 
 static void conn_shutdown_final(struct rpc_conn *c);
 
+/* Output accounting: per connection and over the server. */
+static void conn_out_add(struct rpc_conn *c, size_t n)
+{
+    c->out_pending += n;
+    c->srv->stats.out_buffered += n;
+}
+
+static void conn_out_sub(struct rpc_conn *c, size_t n)
+{
+    BATON_ASSERT(c->out_pending >= n && c->srv->stats.out_buffered >= n);
+    c->out_pending -= n;
+    c->srv->stats.out_buffered -= n;
+}
+
+/* The observer hears a dispatched call's end once. */
+static void call_report_end(struct rpc_call *call, int code)
+{
+    const struct rpc_call_observer *o = &call->conn->cfg->observer;
+    if (!call->method || call->reported)
+        return;
+    call->reported = true;
+    if (o->on_end)
+        o->on_end(o->ctx, (size_t)(call->method - call->conn->srv->methods), call->method, code);
+}
+
 static uint64_t conn_now(const struct rpc_conn *c)
 {
     return c->cfg->clock(c->cfg->clock_ctx);
@@ -95,6 +125,7 @@ void rpc_server_config_default(struct rpc_server_config *cfg)
         .metadata_max = 64,
         .stream_out_max_bytes = 4 << 20,
         .conn_out_max_bytes = 16 << 20,
+        .server_out_max_bytes = 256 << 20,
         .conn_in_max_bytes = 32 << 20,
         .streams_max = 256,
         .window_bytes = 1 << 20,
@@ -112,8 +143,9 @@ void rpc_server_config_default(struct rpc_server_config *cfg)
 int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **out)
 {
     if (!cfg->recv_msg_max_bytes || !cfg->stream_out_max_bytes || !cfg->conn_out_max_bytes ||
-        !cfg->conn_in_max_bytes || !cfg->streams_max || !cfg->header_max_bytes ||
-        cfg->window_bytes < 65535 || cfg->window_bytes > (1u << 31) - 1 || !cfg->resets_burst)
+        !cfg->server_out_max_bytes || !cfg->conn_in_max_bytes || !cfg->streams_max ||
+        !cfg->header_max_bytes || cfg->window_bytes < 65535 || cfg->window_bytes > (1u << 31) - 1 ||
+        !cfg->resets_burst)
         return BATON_EINVAL;
     struct rpc_server *s = calloc(1, sizeof(*s));
     if (!s)
@@ -144,10 +176,16 @@ int rpc_server_register(struct rpc_server *s, const struct rpc_method *m)
     return 0;
 }
 
+void rpc_server_stats(const struct rpc_server *s, struct rpc_server_stats *st)
+{
+    *st = s->stats;
+}
+
 void rpc_server_destroy(struct rpc_server *s)
 {
     if (!s)
         return;
+    BATON_ASSERT(!s->conns);
     free(s->methods);
     free(s);
 }
@@ -164,7 +202,7 @@ static ssize_t call_data_read(nghttp2_session *h2, int32_t stream_id, uint8_t *d
 {
     struct rpc_call *call = src->ptr;
     size_t n = rpc_outq_take(&call->out, dst, len);
-    call->conn->out_pending -= n;
+    conn_out_sub(call->conn, n);
     if (rpc_outq_pending(&call->out) == 0 && call->finished) {
         nghttp2_nv trailers[] = {NV("grpc-status", call->status),
                                  NV("grpc-message", call->status_msg)};
@@ -225,6 +263,7 @@ static void call_end(struct rpc_call *call, int code, const char *message)
     struct rpc_conn *c = call->conn;
     call->finished = true;
     call_set_status(call, code, message);
+    call_report_end(call, code);
     if (!call->headers_sent) {
         nghttp2_nv hdrs[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
                              NV("grpc-status", call->status), NV("grpc-message", call->status_msg)};
@@ -245,7 +284,7 @@ static void call_abort(struct rpc_call *call, int code, const char *message)
         return;
     bool owned = call->owned;
     call->owned = false;
-    call->conn->out_pending -= rpc_outq_pending(&call->out);
+    conn_out_sub(call->conn, rpc_outq_pending(&call->out));
     rpc_outq_free(&call->out);
     call->conn->in_buffered -= rpc_deframer_buffered(&call->in);
     rpc_deframer_free(&call->in);
@@ -338,6 +377,8 @@ static void call_dispatch(struct rpc_call *call)
     }
     call->method = m;
     c->last_active_ms = conn_now(c);
+    if (c->cfg->observer.on_start)
+        c->cfg->observer.on_start(c->cfg->observer.ctx, (size_t)(m - c->srv->methods), m);
     if (m->kind != RPC_UNARY) {
         call->owned = true;
         if (m->on_start)
@@ -633,7 +674,8 @@ static void call_free(struct rpc_call *call)
     if (call->next)
         call->next->prev = call->prev;
     c->calls_len--;
-    c->out_pending -= rpc_outq_pending(&call->out);
+    call_report_end(call, GRPC_CANCELLED);
+    conn_out_sub(c, rpc_outq_pending(&call->out));
     c->in_buffered -= rpc_deframer_buffered(&call->in);
     rpc_outq_free(&call->out);
     rpc_deframer_free(&call->in);
@@ -726,6 +768,12 @@ int rpc_conn_create(struct rpc_server *srv, rpc_notify_fn notify, void *notify_c
         free(c);
         return BATON_ENOMEM;
     }
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->stats.conns++;
+    srv->stats.conns_total++;
     *out = c;
     return 0;
 }
@@ -736,6 +784,7 @@ int rpc_conn_recv(struct rpc_conn *c, const void *data, size_t len)
         return BATON_EPROTO;
     c->last_recv_ms = conn_now(c);
     c->ping_outstanding = false;
+    c->srv->stats.bytes_received += len;
     ssize_t n = nghttp2_session_mem_recv(c->h2, data, len);
     if (n < 0) {
         log_write(c->cfg->log, LOG_INFO, "msg=\"closing connection\" conn=%p err=\"%s\"", (void *)c,
@@ -747,10 +796,15 @@ int rpc_conn_recv(struct rpc_conn *c, const void *data, size_t len)
     return 0;
 }
 
+static bool server_drained(const struct rpc_server *s)
+{
+    return s->stats.out_buffered <= s->cfg.server_out_max_bytes / 2;
+}
+
 /* Tells handlers whose sends were refused that the output has drained to half the bounds. */
 static void conn_fire_writable(struct rpc_conn *c)
 {
-    if (c->out_pending > c->cfg->conn_out_max_bytes / 2)
+    if (c->out_pending > c->cfg->conn_out_max_bytes / 2 || !server_drained(c->srv))
         return;
     for (struct rpc_call *call = c->calls; call; call = call->next) {
         if (!call->blocked || !call->owned || call->finished ||
@@ -760,6 +814,16 @@ static void conn_fire_writable(struct rpc_conn *c)
         if (call->method->on_writable)
             call->method->on_writable(call, call->method->ctx);
     }
+}
+
+/* The server-wide bound drained: calls refused by it may wait on any connection. */
+static void server_fire_writable(struct rpc_server *s)
+{
+    if (!s->blocked || !server_drained(s))
+        return;
+    s->blocked = false;
+    for (struct rpc_conn *c = s->conns; c; c = c->next)
+        conn_fire_writable(c);
 }
 
 int rpc_conn_send(struct rpc_conn *c, struct buf *out, size_t max_bytes)
@@ -779,8 +843,10 @@ int rpc_conn_send(struct rpc_conn *c, struct buf *out, size_t max_bytes)
         int rc = buf_append(out, data, (size_t)n);
         if (rc)
             return rc;
+        c->srv->stats.bytes_sent += (uint64_t)n;
     }
     conn_fire_writable(c);
+    server_fire_writable(c->srv);
     return 0;
 }
 
@@ -875,13 +941,21 @@ void rpc_conn_destroy(struct rpc_conn *c)
         call_free(c->calls);
     }
     nghttp2_session_del(c->h2);
+    struct rpc_server *srv = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    srv->stats.conns--;
     free(c);
+    server_fire_writable(srv); /* its output no longer counts against the server's bound */
 }
 
 /* ---- Calls -------------------------------------------------------------------------------- */
 
-static int call_queue(struct rpc_call *call, const ProtobufCMessage *msg, const void *bytes,
-                      size_t len)
+static int call_queue(struct rpc_call *call, const struct rpc_msg_src *src)
 {
     BATON_ASSERT(call->owned && !call->finished);
     struct rpc_conn *c = call->conn;
@@ -890,15 +964,20 @@ static int call_queue(struct rpc_call *call, const ProtobufCMessage *msg, const 
     if (one_response && call->sent_one)
         return BATON_ECLOSED;
     if (rpc_outq_pending(&call->out) >= c->cfg->stream_out_max_bytes ||
-        c->out_pending >= c->cfg->conn_out_max_bytes) {
+        c->out_pending >= c->cfg->conn_out_max_bytes ||
+        c->srv->stats.out_buffered >= c->cfg->server_out_max_bytes) {
+        /* Any refusal also marks the server: if this connection drains while the server is
+         * still above half its bound, only another connection's drain can wake the call. */
         call->blocked = true;
+        c->srv->blocked = true;
+        c->srv->stats.out_refused++;
         return BATON_EBUSY;
     }
     size_t before = rpc_outq_pending(&call->out);
-    int rc = rpc_outq_frame(&call->out, msg, bytes, len);
+    int rc = rpc_outq_frame(&call->out, src);
     if (rc)
         return rc;
-    c->out_pending += rpc_outq_pending(&call->out) - before;
+    conn_out_add(c, rpc_outq_pending(&call->out) - before);
     call->sent_one = true;
     if (!call->headers_sent) {
         rc = call_send_headers(call);
@@ -914,12 +993,17 @@ static int call_queue(struct rpc_call *call, const ProtobufCMessage *msg, const 
 
 int rpc_call_send(struct rpc_call *call, const ProtobufCMessage *msg)
 {
-    return call_queue(call, msg, NULL, 0);
+    return call_queue(call, &(struct rpc_msg_src){.msg = msg});
 }
 
 int rpc_call_send_bytes(struct rpc_call *call, const void *msg, size_t len)
 {
-    return call_queue(call, NULL, msg, len);
+    return call_queue(call, &(struct rpc_msg_src){.bytes = msg, .len = len});
+}
+
+int rpc_call_send_fill(struct rpc_call *call, size_t len, rpc_fill_fn fill, void *ctx)
+{
+    return call_queue(call, &(struct rpc_msg_src){.len = len, .fill = fill, .fill_ctx = ctx});
 }
 
 void rpc_call_finish(struct rpc_call *call, int code, const char *message)
@@ -939,7 +1023,8 @@ bool rpc_call_writable(const struct rpc_call *call)
 {
     return !call->finished &&
            rpc_outq_pending(&call->out) < call->conn->cfg->stream_out_max_bytes &&
-           call->conn->out_pending < call->conn->cfg->conn_out_max_bytes;
+           call->conn->out_pending < call->conn->cfg->conn_out_max_bytes &&
+           call->conn->srv->stats.out_buffered < call->conn->cfg->server_out_max_bytes;
 }
 
 const char *rpc_call_metadata(const struct rpc_call *call, const char *name)

@@ -4,8 +4,8 @@
  * Writes become proposals (server_propose) answered when this member applies them. Ranges are
  * serializable (served from the local store at once) or linearizable (after a ReadIndex round
  * and the apply reaching its index). Range responses are encoded by hand: the stored values are
- * already packed mvccpb.KeyValue messages, so they are copied once into the response and never
- * decoded.
+ * already packed mvccpb.KeyValue messages, so they are copied once, from LMDB's map straight
+ * into the call's output queue, and never decoded.
  */
 #include "rpc/svc.h"
 
@@ -218,25 +218,22 @@ static uint8_t *pb_put_varint_field(uint8_t *p, unsigned field, uint64_t v)
     return p + varint_put(p, v);
 }
 
-/* RangeResponse { header = 1; repeated KeyValue kvs = 2; bool more = 3; int64 count = 4 },
- * encoded straight from the packed KeyValues. */
-static int range_respond(struct services *sv, struct rpc_call *call,
-                         const struct mvcc_range_resp *r)
+/* A Range response encoded straight into the call's output queue from the records LMDB maps:
+ * RangeResponse { header = 1; repeated KeyValue kvs = 2; bool more = 3; int64 count = 4 }, the
+ * stored values being packed mvccpb.KeyValue messages already. The response exists once, in
+ * the output queue; a member serving many large ranges at once holds each one once. */
+struct range_enc {
+    const Etcdserverpb__ResponseHeader *h;
+    size_t hlen;
+    const struct mvcc_range_resp *r;
+};
+
+static void range_fill(void *ctx, uint8_t *msg, size_t len)
 {
-    struct arena *a = rpc_call_arena(call);
-    Etcdserverpb__ResponseHeader *h = svc_header(sv, a, r->header_revision);
-    if (!h)
-        return BATON_ENOMEM;
-    size_t hlen = etcdserverpb__response_header__get_packed_size(h);
-    size_t total = pb_field_len(hlen);
-    for (size_t i = 0; i < r->kvs_len; i++)
-        total += pb_field_len(r->kvs[i].packed_len);
-    total += (r->more ? 2 : 0) + (r->count ? 1 + varint_len((uint64_t)r->count) : 0);
-    uint8_t *msg = arena_alloc(a, total), *p = msg;
-    if (!msg)
-        return BATON_ENOMEM;
-    p = pb_put_tag_len(p, 1, hlen);
-    p += etcdserverpb__response_header__pack(h, p);
+    const struct range_enc *e = ctx;
+    const struct mvcc_range_resp *r = e->r;
+    uint8_t *p = pb_put_tag_len(msg, 1, e->hlen);
+    p += etcdserverpb__response_header__pack(e->h, p);
     for (size_t i = 0; i < r->kvs_len; i++) {
         p = pb_put_tag_len(p, 2, r->kvs[i].packed_len);
         memcpy(p, r->kvs[i].packed, r->kvs[i].packed_len);
@@ -244,11 +241,32 @@ static int range_respond(struct services *sv, struct rpc_call *call,
     }
     p = pb_put_varint_field(p, 3, r->more);
     p = pb_put_varint_field(p, 4, (uint64_t)r->count);
-    BATON_ASSERT((size_t)(p - msg) == total);
-    int rc = rpc_call_send_bytes(call, msg, total);
-    if (rc == 0)
-        rpc_call_finish(call, GRPC_OK, NULL);
-    return rc;
+    BATON_ASSERT((size_t)(p - msg) == len);
+}
+
+struct range_ctx {
+    struct services *sv;
+    struct rpc_call *call;
+    struct arena *a;
+    int send_rc;
+};
+
+/* mvcc_range_borrow's callback: the records stay mapped while it runs. */
+static int range_emit(void *ctx, const struct mvcc_range_resp *r)
+{
+    struct range_ctx *rc = ctx;
+    struct range_enc e = {.r = r};
+    Etcdserverpb__ResponseHeader *h = svc_header(rc->sv, rc->a, r->header_revision);
+    if (!h)
+        return BATON_ENOMEM;
+    e.h = h;
+    e.hlen = etcdserverpb__response_header__get_packed_size(h);
+    size_t total = pb_field_len(e.hlen);
+    for (size_t i = 0; i < r->kvs_len; i++)
+        total += pb_field_len(r->kvs[i].packed_len);
+    total += (r->more ? 2 : 0) + (r->count ? 1 + varint_len((uint64_t)r->count) : 0);
+    rc->send_rc = rpc_call_send_fill(rc->call, total, range_fill, &e);
+    return rc->send_rc;
 }
 
 static Etcdserverpb__RangeResponse *range_pb(struct services *sv, struct arena *a,
@@ -382,21 +400,55 @@ struct kv_call {
     struct services *sv;
     struct rpc_call *call;
     struct server_call *pending;
-    const Etcdserverpb__RangeRequest *range; /* linearizable range waiting for its barrier */
+    const Etcdserverpb__RangeRequest *range; /* a range (linearizable: after its barrier) */
+    struct arena range_arena;                /* a range's kvs array, per attempt */
+    bool range_arena_used;
+    bool wait_output; /* the range waits for the output bounds to drain (on_writable) */
     enum req_type type;
 };
 
-static void serve_range(struct services *sv, struct rpc_call *call,
-                        const Etcdserverpb__RangeRequest *p)
+static void range_arena_free(struct kv_call *k)
 {
+    if (k->range_arena_used)
+        arena_free(&k->range_arena);
+    k->range_arena_used = false;
+}
+
+/* Serves k's range from the local store. When the output bounds are full (other large
+ * responses still draining), the call waits for on_writable and serves the range then, at the
+ * state of that moment: still linearizable (the barrier was passed before) and never holding
+ * more than the bounds allow. */
+static void serve_range(struct kv_call *k)
+{
+    struct rpc_call *call = k->call;
     struct mvcc_range_req q;
-    struct mvcc_range_resp r;
-    range_from_pb(p, &q);
-    int rc = mvcc_range(server_store(sv->s), &q, rpc_call_arena(call), &r);
-    if (!rc)
-        rc = range_respond(sv, call, &r);
+    range_from_pb(k->range, &q);
+    if (!k->range_arena_used) {
+        arena_init(&k->range_arena, 4096);
+        k->range_arena_used = true;
+    }
+    arena_reset(&k->range_arena);
+    struct range_ctx ctx = {k->sv, call, &k->range_arena, 0};
+    int rc = mvcc_range_borrow(server_store(k->sv->s), &q, &k->range_arena, range_emit, &ctx);
+    if (rc && rc == ctx.send_rc && rc == BATON_EBUSY) {
+        k->wait_output = true;
+        return;
+    }
+    range_arena_free(k);
+    rpc_call_set_user(call, NULL);
     if (rc)
         svc_finish_err(call, rc);
+    else
+        rpc_call_finish(call, GRPC_OK, NULL);
+}
+
+static void on_range_writable(struct rpc_call *call, void *ctx)
+{
+    struct kv_call *k = rpc_call_user(call);
+    if (k && k->wait_output) {
+        k->wait_output = false;
+        serve_range(k);
+    }
 }
 
 static void on_done(void *ctx, int err, const struct server_result *res)
@@ -404,6 +456,11 @@ static void on_done(void *ctx, int err, const struct server_result *res)
     struct kv_call *k = ctx;
     struct rpc_call *call = k->call;
     struct arena *a = rpc_call_arena(call);
+    k->pending = NULL;
+    if (k->range && !err) {
+        serve_range(k); /* keeps the call's user while it may wait for output */
+        return;
+    }
     rpc_call_set_user(call, NULL);
     if (err) {
         svc_finish_err(call, err);
@@ -429,18 +486,18 @@ static void on_done(void *ctx, int err, const struct server_result *res)
         break;
     }
     default:
-        if (k->range)
-            serve_range(k->sv, call, k->range);
-        else
-            rpc_call_finish_err(call, BATON_EINVAL);
+        rpc_call_finish_err(call, BATON_EINVAL);
     }
 }
 
 static void on_cancel(struct rpc_call *call, int code, void *ctx)
 {
     struct kv_call *k = rpc_call_user(call);
-    if (k && k->pending)
+    if (!k)
+        return;
+    if (k->pending)
         server_call_cancel(k->pending);
+    range_arena_free(k);
 }
 
 static struct kv_call *kv_call_new(struct services *sv, struct rpc_call *call, enum req_type t)
@@ -479,16 +536,16 @@ static void on_range(struct rpc_call *call, const ProtobufCMessage *msg, void *c
         svc_finish_err(call, rc);
         return;
     }
-    if (p->serializable) {
-        serve_range(sv, call, p);
-        return;
-    }
     struct kv_call *k = kv_call_new(sv, call, 0);
     if (!k) {
         rpc_call_finish_err(call, BATON_ENOMEM);
         return;
     }
     k->range = p;
+    if (p->serializable) {
+        serve_range(k);
+        return;
+    }
     rc = server_read_barrier(sv->s, on_done, k, &k->pending);
     if (rc) {
         rpc_call_set_user(call, NULL);
@@ -556,7 +613,7 @@ int svc_kv_register(struct services *sv)
 {
     const struct rpc_method methods[] = {
         {"/etcdserverpb.KV/Range", RPC_UNARY, &etcdserverpb__range_request__descriptor, NULL,
-         on_range, NULL, NULL, on_cancel, sv},
+         on_range, NULL, on_range_writable, on_cancel, sv},
         {"/etcdserverpb.KV/Put", RPC_UNARY, &etcdserverpb__put_request__descriptor, NULL, on_put,
          NULL, NULL, on_cancel, sv},
         {"/etcdserverpb.KV/DeleteRange", RPC_UNARY, &etcdserverpb__delete_range_request__descriptor,

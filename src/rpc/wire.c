@@ -27,10 +27,9 @@ ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, struct aren
     return protobuf_c_message_unpack(desc, &a, len, data);
 }
 
-int rpc_outq_frame(struct rpc_outq *q, const ProtobufCMessage *msg, const void *bytes, size_t len)
+int rpc_outq_frame(struct rpc_outq *q, const struct rpc_msg_src *src)
 {
-    if (msg)
-        len = protobuf_c_message_get_packed_size(msg);
+    size_t len = src->msg ? protobuf_c_message_get_packed_size(src->msg) : src->len;
     if (len > UINT32_MAX)
         return BATON_ETOOBIG;
     /* Drop consumed bytes first so the buffer does not grow while it drains. */
@@ -45,11 +44,13 @@ int rpc_outq_frame(struct rpc_outq *q, const ProtobufCMessage *msg, const void *
     p[0] = 0;
     p[1] = (uint8_t)(len >> 24), p[2] = (uint8_t)(len >> 16), p[3] = (uint8_t)(len >> 8);
     p[4] = (uint8_t)len;
-    if (msg) {
-        size_t n = protobuf_c_message_pack(msg, p + RPC_FRAME_HEADER);
+    if (src->msg) {
+        size_t n = protobuf_c_message_pack(src->msg, p + RPC_FRAME_HEADER);
         BATON_ASSERT(n == len);
+    } else if (src->fill) {
+        src->fill(src->fill_ctx, p + RPC_FRAME_HEADER, len);
     } else if (len) {
-        memcpy(p + RPC_FRAME_HEADER, bytes, len);
+        memcpy(p + RPC_FRAME_HEADER, src->bytes, len);
     }
     q->b.len += RPC_FRAME_HEADER + len;
     return 0;
@@ -59,12 +60,15 @@ size_t rpc_outq_take(struct rpc_outq *q, uint8_t *dst, size_t len)
 {
     size_t n = BATON_MIN(len, rpc_outq_pending(q));
     if (n == 0)
-        return 0; /* an empty queue may have no buffer: memcpy from NULL is undefined */
+        return 0; /* an empty or released queue may have no buffer: memcpy from NULL is UB */
     memcpy(dst, q->b.data + q->off, n);
     q->off += n;
     if (q->off == q->b.len) {
         q->b.len = 0;
         q->off = 0;
+        /* A large message sent: give its memory back rather than keep it for the call. */
+        if (q->b.cap > RPC_OUTQ_KEEP_BYTES)
+            buf_free(&q->b);
     }
     return n;
 }

@@ -307,6 +307,9 @@ int apply_entries(struct server *s, const struct raft_entry *e, size_t n)
     rc = mvcc_batch_commit(s->store);
     if (rc)
         return rc;
+    if (s->o.observer.timing)
+        s->o.observer.timing(s->o.observer.ctx, SERVER_TIMING_BACKEND_COMMIT,
+                             mvcc_last_commit_ns(s->store));
     s->applied = e[n - 1].index;
     /* Deliver results now that the batch is committed. */
     for (size_t i = 0; i < s->completions_len; i++) {

@@ -28,6 +28,8 @@ struct server_call *calls_new(struct server *s, enum call_kind kind, server_done
     c->ctx = ctx;
     c->arena = a;
     c->deadline_ms = s->o.env.now_ms(s->o.env.ctx) + s->o.request_timeout_ms;
+    if (kind == CALL_PROPOSAL)
+        s->proposals_pending++;
     dlist_init(&c->in_round);
     dlist_init(&c->in_ops);
     dlist_push(&s->calls, &c->by_deadline);
@@ -65,11 +67,22 @@ static void calls_unlink(struct server_call *c)
     dlist_remove(&c->in_ops);
     dlist_remove(&c->by_deadline);
     s->calls_len--;
+    if (c->kind == CALL_PROPOSAL)
+        s->proposals_pending--;
 }
 
 /* Completes a call: unlinks it from every list, runs its callback, frees it. */
+/* etcd counts a proposal as failed when it ends without a result from the state machine. */
+static bool proposal_failed(int err)
+{
+    return err == BATON_ETIMEOUT || err == BATON_EPROPOSALDROP || err == BATON_ECLOSED ||
+           err == BATON_EUNAVAIL || err == BATON_ENOTLEADER;
+}
+
 void calls_finish(struct server_call *c, int err, const struct server_result *res)
 {
+    if (c->kind == CALL_PROPOSAL && proposal_failed(err))
+        c->s->proposals_failed++;
     calls_unlink(c);
     if (c->kind == CALL_OP)
         ops_deliver(c, err);

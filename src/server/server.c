@@ -170,6 +170,15 @@ void server_on_wal(struct server *s)
         return;
     struct wal_progress pr;
     wal_poll(s->wal, &pr);
+    if (s->o.observer.timing) {
+        uint64_t ns[64];
+        size_t n;
+        do {
+            n = wal_fsync_samples(s->wal, ns, BATON_ARRAY_LEN(ns));
+            for (size_t i = 0; i < n; i++)
+                s->o.observer.timing(s->o.observer.ctx, SERVER_TIMING_WAL_FSYNC, ns[i]);
+        } while (n == BATON_ARRAY_LEN(ns));
+    }
     if (pr.err) {
         server_fail(s, pr.err, "write-ahead log");
         return;
@@ -194,6 +203,8 @@ static void leader_changed(struct server *s, const struct raft_status *st)
     log_write(s->o.log, LOG_INFO, "member=%llx term=%llu msg=\"leader changed\" leader=%llx",
               (unsigned long long)s->o.member_id, (unsigned long long)st->term,
               (unsigned long long)st->leader);
+    if (st->leader && st->leader != s->leader)
+        s->leader_changes++;
     if (s->was_leader && !leads)
         mvcc_lease_demote(s->store);
     if (leads && !s->was_leader)
@@ -315,8 +326,10 @@ int server_propose(struct server *s, struct request *req, struct arena *a, serve
 {
     if (s->failed)
         return BATON_ECLOSED;
-    if (!s->leader)
+    if (!s->leader) {
+        s->proposals_failed++;
         return BATON_EUNAVAIL;
+    }
     struct server_call *c = calls_new(s, CALL_PROPOSAL, done, ctx, a);
     if (!c)
         return BATON_EBUSY;
@@ -341,6 +354,7 @@ int server_propose(struct server *s, struct request *req, struct arena *a, serve
     report_unreachable(s);
     if (rc) {
         server_call_cancel(c);
+        s->proposals_failed++;
         return rc == BATON_ENOTLEADER ? BATON_EUNAVAIL : rc;
     }
     calls_index(s, c);
@@ -780,4 +794,8 @@ void server_status(struct server *s, struct server_status *out)
     out->is_learner = raft_config_is_learner(&st.config, s->o.member_id);
     out->revision = mvcc_rev(s->store);
     mvcc_db_size(s->store, &out->db_size_in_use, &out->db_size);
+    out->leader_changes = s->leader_changes;
+    out->proposals_failed = s->proposals_failed;
+    out->proposals_pending = s->proposals_pending;
+    out->leases = mvcc_lease_count(s->store);
 }

@@ -121,6 +121,19 @@ struct server_member {
     int client_urls_len;
 };
 
+/* Durations the member reports for metrics. */
+enum server_timing {
+    SERVER_TIMING_WAL_FSYNC,      /* one fdatasync of the WAL (measured on the WAL thread) */
+    SERVER_TIMING_BACKEND_COMMIT, /* one LMDB commit of a batch of applied entries */
+};
+
+/* Optional: called on the loop thread with each duration the member learns. The layers below
+ * measure; the caller keeps the histograms. */
+struct server_observer {
+    void (*timing)(void *ctx, enum server_timing what, uint64_t ns);
+    void *ctx;
+};
+
 struct server_peer_info {
     uint64_t id;
     char name[128];
@@ -149,6 +162,7 @@ struct server_options {
     uint64_t seed; /* for Raft's randomized timeouts */
     const struct log_sink *log;
     struct server_env env;
+    struct server_observer observer; /* optional; ctx borrowed */
 };
 
 /* Result of a write, valid during the callback only (memory from the caller's arena). */
@@ -254,6 +268,12 @@ struct server_status {
     bool is_leader, is_learner;
     int64_t revision;
     uint64_t db_size_in_use, db_size;
+    /* Counters since start, as etcd's server metrics count them. */
+    uint64_t leader_changes;    /* times a new leader (not "none") was seen */
+    uint64_t proposals_failed;  /* proposals refused or dropped without a result: no leader,
+                                   timed out, lost to a leader change, member stopping */
+    uint64_t proposals_pending; /* proposals from this member waiting for their entry */
+    uint64_t leases;            /* leases held now */
 };
 void server_status(struct server *s, struct server_status *st);
 /* What every response header carries, without server_status's file-size look-up: cheap enough

@@ -151,6 +151,7 @@ struct server {
 
     uint64_t leader, term;
     bool was_leader;
+    uint64_t leader_changes, proposals_failed, proposals_pending; /* server_status */
     uint64_t publish_after_ms; /* next time to (re)publish attributes the table still lacks */
     uint64_t applied;
     uint64_t last_compact_index;

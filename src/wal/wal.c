@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define WAL_DEFAULT_SEGMENT_BYTES (64ull << 20)
 #define WAL_DEFAULT_QUEUE_BATCHES 1024u
@@ -79,6 +80,8 @@ struct wal {
     bool closing;
     struct wal_progress prog;
     uint64_t durable_snap_index;
+    uint64_t fsync_ns[WAL_FSYNC_SAMPLES]; /* ring of durations not yet taken */
+    size_t fsync_head, fsync_len;
 
     /* Guarded by log_mu (WAL thread writes; loop thread reads and releases). */
     pthread_mutex_t log_mu;
@@ -738,13 +741,40 @@ static int wal_flush(struct wal *w)
     return rc;
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static int wal_sync(struct wal *w)
 {
+    /* Timed for the fsync histogram; the clock only feeds metrics. */
+    uint64_t start_ns = mono_ns();
     int rc = w->io->fdatasync(w->io->ctx, w->segs[w->segs_len - 1].fd);
+    uint64_t took_ns = mono_ns() - start_ns;
     pthread_mutex_lock(&w->mu);
     w->prog.fsyncs++;
+    if (w->fsync_len == WAL_FSYNC_SAMPLES) { /* nobody took them: drop the oldest */
+        w->fsync_head = (w->fsync_head + 1) % WAL_FSYNC_SAMPLES;
+        w->fsync_len--;
+    }
+    w->fsync_ns[(w->fsync_head + w->fsync_len++) % WAL_FSYNC_SAMPLES] = took_ns;
     pthread_mutex_unlock(&w->mu);
     return rc;
+}
+
+size_t wal_fsync_samples(struct wal *w, uint64_t *ns, size_t max)
+{
+    pthread_mutex_lock(&w->mu);
+    size_t n = BATON_MIN(max, w->fsync_len);
+    for (size_t i = 0; i < n; i++)
+        ns[i] = w->fsync_ns[(w->fsync_head + i) % WAL_FSYNC_SAMPLES];
+    w->fsync_head = (w->fsync_head + n) % WAL_FSYNC_SAMPLES;
+    w->fsync_len -= n;
+    pthread_mutex_unlock(&w->mu);
+    return n;
 }
 
 /* Appends one framed record to the group, rolling to a new segment when it does not fit. */

@@ -169,6 +169,12 @@ struct wal_progress {
 };
 void wal_poll(struct wal *w, struct wal_progress *out);
 
+/* How long each fdatasync of the log took, in ns (monotonic clock; for metrics only): moves up
+ * to max durations not taken before into ns, oldest first, and returns how many. The WAL keeps
+ * the last WAL_FSYNC_SAMPLES; older ones nobody took are dropped. */
+#define WAL_FSYNC_SAMPLES 256
+size_t wal_fsync_samples(struct wal *w, uint64_t *ns, size_t max);
+
 /* Blocks until batch seq is durable or the WAL failed; returns 0 or the sticky error. For
  * tests, tools and shutdown paths; the loop thread uses notify + wal_poll instead. */
 int wal_wait(struct wal *w, uint64_t seq);

@@ -4,9 +4,9 @@
  * the admin HTTP endpoint (http/). Exit codes: 0 after a clean shutdown, 1 when the member
  * cannot start or fails, 2 for bad flags.
  */
+#include "bmetrics.h"
 #include "flags.h"
 #include "http/http.h"
-#include "metrics/metrics.h"
 #include "net/net.h"
 #include "rpc/services.h"
 #include "server/server.h"
@@ -45,7 +45,7 @@ struct batond {
     struct net_timer *http_timer, *tick;
     struct net_async *wal_wake;
     struct net_signal *sigint, *sigterm;
-    struct metrics *metrics;
+    struct bmetrics bm;
     int exit_code;
     bool stopping;
     uint64_t ticks;
@@ -208,64 +208,11 @@ static void on_version(void *ctx, struct http_request *req)
     http_respond(req, 200, "application/json", v, sizeof(v) - 1);
 }
 
-#define STATUS_GAUGE(fn, field)                                                                    \
-    static double fn(void *ctx)                                                                    \
-    {                                                                                              \
-        struct server_status st;                                                                   \
-        server_status(((struct batond *)ctx)->srv, &st);                                           \
-        return (double)(st.field);                                                                 \
-    }
-STATUS_GAUGE(g_has_leader, leader != 0)
-STATUS_GAUGE(g_is_leader, is_leader)
-STATUS_GAUGE(g_term, term)
-STATUS_GAUGE(g_commit, commit)
-STATUS_GAUGE(g_applied, applied)
-STATUS_GAUGE(g_db_size, db_size)
-STATUS_GAUGE(g_db_in_use, db_size_in_use)
-STATUS_GAUGE(g_revision, revision)
-
-/* Client watchers, as etcd counts them: not the services' own (the node table's). */
-static double g_watchers(void *ctx)
-{
-    struct batond *b = ctx;
-    size_t n = mvcc_watch_count(server_store(b->srv));
-    size_t own = b->svc ? services_internal_watchers(b->svc) : 0;
-    return (double)(n >= own ? n - own : 0);
-}
-
-static double g_slow_watchers(void *ctx)
-{
-    return (double)mvcc_watch_unsynced_count(server_store(((struct batond *)ctx)->srv));
-}
-
-static void register_metrics(struct batond *b)
-{
-    struct metrics *m = b->metrics;
-    metrics_gauge_func(m, "etcd_server_has_leader", "Whether a leader exists (1) or not (0).", "",
-                       g_has_leader, b);
-    metrics_gauge_func(m, "etcd_server_is_leader", "Whether this member is the leader.", "",
-                       g_is_leader, b);
-    metrics_gauge_func(m, "baton_raft_term", "The current Raft term.", "", g_term, b);
-    metrics_gauge_func(m, "etcd_server_proposals_committed_total", "The committed Raft index.", "",
-                       g_commit, b);
-    metrics_gauge_func(m, "etcd_server_proposals_applied_total", "The applied Raft index.", "",
-                       g_applied, b);
-    metrics_gauge_func(m, "etcd_mvcc_db_total_size_in_bytes", "Size of the data file.", "",
-                       g_db_size, b);
-    metrics_gauge_func(m, "etcd_mvcc_db_total_size_in_use_in_bytes",
-                       "Bytes of the data file in use.", "", g_db_in_use, b);
-    metrics_gauge_func(m, "etcd_debugging_mvcc_current_revision", "The store's revision.", "",
-                       g_revision, b);
-    metrics_gauge_func(m, "etcd_debugging_mvcc_watcher_total", "Watchers.", "", g_watchers, b);
-    metrics_gauge_func(m, "etcd_debugging_mvcc_slow_watcher_total",
-                       "Watchers behind (catching up from the store).", "", g_slow_watchers, b);
-}
-
 static void on_metrics(void *ctx, struct http_request *req)
 {
     struct batond *b = ctx;
     struct buf out = {0};
-    if (metrics_render(b->metrics, &out) == 0)
+    if (bmetrics_render(&b->bm, &out) == 0)
         http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len);
     else
         http_respond(req, 503, "text/plain", "out of memory\n", 14);
@@ -472,10 +419,15 @@ static int start_member(struct batond *b, char *err, size_t err_len)
         .seed = net_now_ms() ^ ((uint64_t)getpid() << 32),
         .log = &b->log,
         .env = {b, env_now, env_send, env_peer_set, env_wake, env_fatal},
+        .observer = bmetrics_server_observer(&b->bm),
     };
     int rc = net_async_create(b->loop, on_wal_wake, b, &b->wal_wake);
     if (!rc)
         rc = server_open(&o, &b->srv, err, err_len);
+    if (!rc) {
+        b->bm.srv = b->srv;
+        bmetrics_set_member(&b->bm, b->self_id);
+    }
     return rc;
 }
 
@@ -489,7 +441,9 @@ static int start_clients(struct batond *b, char *err, size_t err_len)
      * keep-alive stream per lease on one connection. */
     rc_cfg.streams_max = 10000;
     rc_cfg.log = &b->log;
+    rc_cfg.observer = bmetrics_rpc_observer(&b->bm);
     int rc = rpc_server_create(&rc_cfg, &b->rpc);
+    b->bm.rpc = b->rpc;
     struct services_config sc = {.max_request_bytes = b->f.max_request_bytes,
                                  .max_txn_ops = b->f.max_txn_ops,
                                  .log = &b->log,
@@ -499,6 +453,7 @@ static int start_clients(struct batond *b, char *err, size_t err_len)
                                  .version = BATOND_VERSION};
     if (!rc)
         rc = services_create(b->rpc, b->srv, &sc, &b->svc);
+    b->bm.svc = b->svc;
     for (int i = 0; !rc && i < b->f.listen_client.len; i++) {
         char url[300];
         url_string(&b->f.listen_client.urls[i], url, sizeof(url));
@@ -522,11 +477,7 @@ static int start_http(struct batond *b, char *err, size_t err_len)
     const struct flags_url *u = &b->f.listen_metrics.urls[0];
     struct http_config hc = {
         .host = u->host, .port = u->port, .routes = routes, .routes_len = 5, .log = &b->log};
-    int rc = metrics_create(&b->metrics);
-    if (!rc)
-        register_metrics(b);
-    if (!rc)
-        rc = http_server_start(&b->http, &hc);
+    int rc = http_server_start(&b->http, &hc);
     if (rc) {
         snprintf(err, err_len, "cannot serve admin HTTP on %s:%u: %s", u->host, u->port,
                  baton_strerror(rc));
@@ -592,7 +543,7 @@ static void shutdown_all(struct batond *b)
         net_loop_destroy(b->loop);
     if (b->rpc)
         rpc_server_destroy(b->rpc);
-    metrics_free(b->metrics);
+    bmetrics_free(&b->bm);
     server_datadir_close(&b->dir);
 }
 
@@ -665,7 +616,8 @@ int main(int argc, char **argv)
         return 1;
     }
     err[0] = 0;
-    rc = net_loop_create(&b.log, &b.loop);
+    rc = bmetrics_init(&b.bm, b.f.quota_backend_bytes ? b.f.quota_backend_bytes : 2ull << 30);
+    rc = rc ? rc : net_loop_create(&b.log, &b.loop);
     rc = rc ? rc : start_peers(&b, err, sizeof(err));
     rc = rc ? rc : start_member(&b, err, sizeof(err));
     rc = rc ? rc : start_clients(&b, err, sizeof(err));

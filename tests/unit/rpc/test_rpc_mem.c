@@ -913,3 +913,194 @@ TEST(ping_flood_gets_too_many_pings)
     CHECK(rpc_conn_done(p.conn));
     pair_close(&p);
 }
+
+/* ---- Call observer and server-wide output bound ------------------------------------------ */
+
+struct observed {
+    int started[8], ended[8], codes[8][GRPC_UNAUTHENTICATED + 1];
+    char paths[8][64];
+};
+
+static void obs_start(void *ctx, size_t method, const struct rpc_method *m)
+{
+    struct observed *o = ctx;
+    CHECK_LT(method, 8);
+    snprintf(o->paths[method], sizeof(o->paths[method]), "%s", m->path);
+    o->started[method]++;
+}
+
+static void obs_end(void *ctx, size_t method, const struct rpc_method *m, int code)
+{
+    struct observed *o = ctx;
+    CHECK_LT(method, 8);
+    CHECK_STR(o->paths[method], m->path);
+    o->ended[method]++;
+    o->codes[method][code]++;
+}
+
+static int method_index(const struct observed *o, const char *path)
+{
+    for (int i = 0; i < 8; i++)
+        if (strcmp(o->paths[i], path) == 0)
+            return i;
+    return -1;
+}
+
+/* Every dispatched call is reported once when it starts and once when it ends, with the status
+ * it got; a client reset counts as CANCELLED; calls to unknown methods are not reported. */
+TEST(call_observer_sees_start_and_end)
+{
+    struct observed o;
+    memset(&o, 0, sizeof(o));
+    struct rpc_server_config cfg;
+    rpc_server_config_default(&cfg);
+    cfg.clock = fake_clock;
+    cfg.observer = (struct rpc_call_observer){obs_start, obs_end, &o};
+    struct pair p;
+    pair_open(&p, &cfg);
+    Baton__Test__EchoRequest req = BATON__TEST__ECHO_REQUEST__INIT;
+    struct echo_result r;
+    for (int i = 0; i < 3; i++) {
+        call_unary(&p, ECHO("Unary"), &req, 0, &r);
+        pair_pump(&p);
+        CHECK_EQ(r.code, GRPC_OK);
+    }
+    req.status = GRPC_OUT_OF_RANGE;
+    req.message = "no";
+    call_unary(&p, ECHO("Unary"), &req, 0, &r);
+    pair_pump(&p);
+    CHECK_EQ(r.code, GRPC_OUT_OF_RANGE);
+    call_unary(&p, "/baton.test.Echo/Nope", &req, 0, &r);
+    pair_pump(&p);
+    CHECK_EQ(r.code, GRPC_UNIMPLEMENTED);
+    /* A held call the client abandons. */
+    req.status = 0;
+    struct rpc_client_call *held = call_unary(&p, ECHO("Hold"), &req, 0, &r);
+    pair_pump(&p);
+    rpc_client_call_cancel(held);
+    pair_pump(&p);
+    int u = method_index(&o, ECHO("Unary")), h = method_index(&o, ECHO("Hold"));
+    CHECK(u >= 0 && h >= 0);
+    CHECK_EQ(o.started[u], 4);
+    CHECK_EQ(o.ended[u], 4);
+    CHECK_EQ(o.codes[u][GRPC_OK], 3);
+    CHECK_EQ(o.codes[u][GRPC_OUT_OF_RANGE], 1);
+    CHECK_EQ(o.started[h], 1);
+    CHECK_EQ(o.ended[h], 1);
+    CHECK_EQ(o.codes[h][GRPC_CANCELLED], 1);
+    int total = 0;
+    for (int i = 0; i < 8; i++)
+        total += o.started[i];
+    CHECK_EQ(total, 5); /* the unknown method never reached the observer */
+    struct rpc_server_stats st;
+    rpc_server_stats(p.srv, &st);
+    CHECK_EQ(st.conns, 1);
+    CHECK_EQ(st.conns_total, 1);
+    CHECK_GT(st.bytes_received, 0);
+    CHECK_GT(st.bytes_sent, 0);
+    echo_state.held_len = 0;
+    pair_close(&p);
+}
+
+/* A second client connection on the same server. */
+struct side {
+    struct rpc_conn *conn;
+    struct rpc_client *cl;
+};
+
+static void side_open(struct side *s, struct rpc_server *srv)
+{
+    CHECK_OK(rpc_conn_create(srv, NULL, NULL, &s->conn));
+    struct rpc_client_config cc;
+    rpc_client_config_default(&cc);
+    cc.clock = fake_clock;
+    CHECK_OK(rpc_client_create(&cc, NULL, NULL, &s->cl));
+}
+
+/* Moves bytes both ways; deliver = false: the client reads nothing (its server output stays
+ * buffered). */
+static void side_pump(struct side *s, bool deliver)
+{
+    for (int i = 0; i < 100000; i++) {
+        struct buf b = {0};
+        CHECK_OK(rpc_client_send(s->cl, &b, 64 * 1024));
+        bool moved = b.len > 0;
+        if (b.len)
+            rpc_conn_recv(s->conn, b.data, b.len);
+        buf_clear(&b);
+        if (deliver) {
+            CHECK_OK(rpc_conn_send(s->conn, &b, 64 * 1024));
+            if (b.len)
+                rpc_client_recv(s->cl, b.data, b.len);
+            moved = moved || b.len > 0;
+        }
+        buf_free(&b);
+        if (!moved)
+            return;
+    }
+    test_fail(__FILE__, __LINE__, "pump did not settle");
+}
+
+static void side_close(struct side *s)
+{
+    rpc_client_destroy(s->cl);
+    rpc_conn_destroy(s->conn);
+}
+
+/* Output buffered over all connections stays under server_out_max_bytes (plus one message):
+ * past it sends are refused, and a call refused on one connection is resumed when another
+ * connection's output drains. */
+TEST(server_output_bound_across_connections)
+{
+    struct rpc_server_config cfg;
+    rpc_server_config_default(&cfg);
+    cfg.clock = fake_clock;
+    cfg.stream_out_max_bytes = 4 << 20;
+    cfg.conn_out_max_bytes = 4 << 20;
+    cfg.server_out_max_bytes = 256 * 1024;
+    struct rpc_server *srv;
+    CHECK_OK(rpc_server_create(&cfg, &srv));
+    CHECK_OK(echo_register(srv));
+    struct side a, b;
+    side_open(&a, srv);
+    side_open(&b, srv);
+    memset(&echo_state, 0, sizeof(echo_state));
+    uint8_t payload[32 * 1024];
+    memset(payload, 's', sizeof(payload));
+    Baton__Test__EchoRequest req = BATON__TEST__ECHO_REQUEST__INIT;
+    req.payload.data = payload;
+    req.payload.len = sizeof(payload);
+    req.count = 32; /* 1 MiB per call */
+    struct echo_result ra, rb;
+    echo_result_init(&ra);
+    echo_result_init(&rb);
+    struct rpc_client_call *ca, *cb;
+    CHECK_OK(rpc_client_unary(a.cl, ECHO("Stream"), &req.base, 0, &echo_result_cbs, &ra, &ca));
+    CHECK_OK(rpc_client_unary(b.cl, ECHO("Stream"), &req.base, 0, &echo_result_cbs, &rb, &cb));
+    side_pump(&a, false); /* a's client reads nothing: its output fills the server's bound */
+    side_pump(&b, false);
+    struct rpc_server_stats st;
+    rpc_server_stats(srv, &st);
+    CHECK_GT(echo_state.ebusy, 0);
+    CHECK_GT(st.out_refused, 0);
+    CHECK_LE(st.out_buffered, 256 * 1024 + sizeof(payload) + 64);
+    CHECK_EQ(ra.msgs + rb.msgs, 0);
+    /* Both drain, turn by turn: the one refused resumes when the other's output shrinks. */
+    for (int i = 0; i < 1000 && !(ra.closed && rb.closed); i++) {
+        side_pump(&a, true);
+        side_pump(&b, true);
+    }
+    CHECK_EQ(ra.code, GRPC_OK);
+    CHECK_EQ(rb.code, GRPC_OK);
+    CHECK_EQ(ra.msgs, 32);
+    CHECK_EQ(rb.msgs, 32);
+    CHECK_GT(echo_state.writable, 0);
+    rpc_server_stats(srv, &st);
+    CHECK_EQ(st.out_buffered, 0);
+    CHECK_EQ(st.conns, 2);
+    side_close(&a);
+    side_close(&b);
+    rpc_server_stats(srv, &st);
+    CHECK_EQ(st.conns, 0);
+    rpc_server_destroy(srv);
+}

@@ -32,6 +32,7 @@ struct member {
     struct server_datadir dir;
     atomic_bool woken;
     bool down;
+    uint64_t fsyncs, commits; /* durations the observer reported */
 };
 
 struct cluster {
@@ -85,6 +86,15 @@ static void env_fatal(void *ctx, int err, const char *msg)
     test_fail(__FILE__, __LINE__, "member fatal: %s", msg);
 }
 
+static void obs_timing(void *ctx, enum server_timing what, uint64_t ns)
+{
+    struct member *m = ctx;
+    if (what == SERVER_TIMING_WAL_FSYNC)
+        m->fsyncs++;
+    else
+        m->commits++;
+}
+
 static void member_open(struct cluster *c, int i)
 {
     struct member *m = &c->m[i];
@@ -106,6 +116,7 @@ static void member_open(struct cluster *c, int i)
         .seed = 1234 + (uint64_t)i,
         .snapshot_count = c->snapshot_count,
         .env = {m, mono_ms, env_send, env_peer_set, env_wake, env_fatal},
+        .observer = {obs_timing, m},
     };
     int rc = server_open(&o, &m->s, err, sizeof(err));
     if (rc)
@@ -404,6 +415,54 @@ TEST(errors_reach_the_caller)
     CHECK(run_until(&cl, waiter_done, &w, 10000));
     CHECK_EQ(w.err, MVCC_ELEASENOTFOUND);
     CHECK_STR(mvcc_strerror(w.err), "etcdserver: requested lease not found");
+    arena_free(&a);
+    cluster_stop(&cl);
+}
+
+/* The counters server_status carries for metrics, and the observer's durations. */
+TEST(status_counters_and_timings)
+{
+    cluster_start(&cl, 3);
+    struct arena a;
+    arena_init(&a, 1024);
+    struct request q = {.type = REQ_PUT};
+    q.u.put.key = (struct mvcc_bytes){(const uint8_t *)"x", 1};
+    struct waiter w = {0};
+    /* No leader yet: refused, and counted as a failed proposal. */
+    CHECK_EQ(server_propose(cl.m[0].s, &q, &a, on_done, &w, NULL), BATON_EUNAVAIL);
+    struct server_status st;
+    server_status(cl.m[0].s, &st);
+    CHECK_EQ(st.proposals_failed, 1);
+    CHECK_EQ(st.leader_changes, 0);
+    CHECK(run_until(&cl, has_leader_everywhere, NULL, 10000));
+    int l = leader_of(&cl), f = (l + 1) % 3;
+    /* Pending while in flight, then applied; a request-level error is not a failure. */
+    CHECK_OK(server_propose(cl.m[f].s, &q, &a, on_done, &w, NULL));
+    server_status(cl.m[f].s, &st);
+    CHECK_EQ(st.proposals_pending, 1);
+    CHECK(run_until(&cl, waiter_done, &w, 10000));
+    CHECK_OK(w.err);
+    q.u.put.lease = 12345; /* no such lease */
+    w.done = false;
+    CHECK_OK(server_propose(cl.m[l].s, &q, &a, on_done, &w, NULL));
+    CHECK(run_until(&cl, waiter_done, &w, 10000));
+    CHECK_EQ(w.err, MVCC_ELEASENOTFOUND);
+    for (int i = 0; i < 3; i++) {
+        server_status(cl.m[i].s, &st);
+        CHECK_EQ(st.proposals_pending, 0);
+        CHECK_EQ(st.proposals_failed, i == 0 ? 1 : 0);
+        CHECK_GE(st.leader_changes, 1); /* one, unless an election was split */
+        CHECK_EQ(st.leases, 0);
+        CHECK_GT(cl.m[i].fsyncs, 0);
+        CHECK_GT(cl.m[i].commits, 0);
+    }
+    /* The leader goes: the survivors see another leader. */
+    server_status(cl.m[f].s, &st);
+    uint64_t before = st.leader_changes;
+    member_close(&cl.m[l]);
+    CHECK(run_until(&cl, has_leader_everywhere, NULL, 10000));
+    server_status(cl.m[f].s, &st);
+    CHECK_GT(st.leader_changes, before);
     arena_free(&a);
     cluster_stop(&cl);
 }

@@ -43,6 +43,7 @@ free_port() {
 run_n() {
     local n=$1 f=$T/run.$RANDOM
     shift
+    : > "$f" # exists before the loop reads it (the background job may not have opened it yet)
     "$@" > "$f" 2>&1 &
     local pid=$!
     for _ in $(seq 1 200); do

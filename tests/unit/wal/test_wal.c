@@ -748,3 +748,32 @@ TEST(fragment_after_clean_end_is_cut)
     CHECK_OK(wal_close(w));
     memfs_free(fs);
 }
+
+/* Every fdatasync of the log is timed and handed over once; the WAL keeps a bounded number of
+ * samples nobody took. */
+TEST(fsync_durations_sampled)
+{
+    struct memfs *fs = memfs_new();
+    memfs_sync_delay_us(fs, 2000); /* each fdatasync takes at least 2 ms */
+    struct wal *w = open_wal("/s", memfs_io(fs), 4 << 20);
+    uint64_t ns[WAL_FSYNC_SAMPLES + 8];
+    wal_fsync_samples(w, ns, BATON_ARRAY_LEN(ns)); /* whatever opening did */
+    struct wal_progress p0, p1;
+    wal_poll(w, &p0);
+    for (uint64_t i = 1; i <= 5; i++)
+        submit_wait(w, i, i, 1, NULL);
+    wal_poll(w, &p1);
+    size_t n = wal_fsync_samples(w, ns, BATON_ARRAY_LEN(ns));
+    CHECK_EQ(n, p1.fsyncs - p0.fsyncs);
+    CHECK_GE(n, 5);
+    for (size_t i = 0; i < n; i++)
+        CHECK_GE(ns[i], 2000000);
+    CHECK_EQ(wal_fsync_samples(w, ns, BATON_ARRAY_LEN(ns)), 0); /* taken once */
+    memfs_sync_delay_us(fs, 0);
+    for (uint64_t i = 6; i < 6 + WAL_FSYNC_SAMPLES + 20; i++)
+        submit_wait(w, i, i, 1, NULL);
+    CHECK_EQ(wal_fsync_samples(w, ns, 3), 3); /* at most max at a time */
+    CHECK_EQ(wal_fsync_samples(w, ns, BATON_ARRAY_LEN(ns)), WAL_FSYNC_SAMPLES - 3);
+    CHECK_OK(wal_close(w));
+    memfs_free(fs);
+}
