@@ -36,7 +36,6 @@
 #define QUEUE_MAX           65536 /* requests waiting, over every call */
 #define STREAM_INFLIGHT_MAX 1024  /* requests of one stream waiting */
 #define TIMEOUT_DEFAULT_MS  5000
-#define ERR_NOT_LEADER      "etcdserver: not leader"
 #define ERR_TOO_MANY        "etcdserver: too many requests"
 /* Windows are kept ahead of time only while requests come: an idle cluster (or one that never
  * uses the TSO, e.g. one serving etcd clients only) writes nothing. */
@@ -226,7 +225,8 @@ static void item_done(struct tso_svc *ts, struct item *it, int code, const char 
 static void item_fail_err(struct tso_svc *ts, struct item *it, int err)
 {
     if (err == BATON_ENOTLEADER || err == BATON_EUNAVAIL || err == BATON_EPROPOSALDROP) {
-        item_done(ts, it, GRPC_UNAVAILABLE, ERR_NOT_LEADER, 0);
+        struct rpc_status nl = rpc_etcd_status(RPC_ETCD_NOT_LEADER); /* etcd's code and text */
+        item_done(ts, it, nl.code, nl.message, 0);
         return;
     }
     struct rpc_status s = rpc_status_from_err(err);
@@ -506,8 +506,9 @@ static void enqueue(struct tso_svc *ts, struct rpc_call *call, struct tstream *s
     }
     leadership_check(ts, false);
     struct fifo *q = kind == ITEM_TS ? &ts->ts_q : &ts->ids_q;
-    const char *refuse = !ts->leading ? ERR_NOT_LEADER : NULL;
-    int code = GRPC_UNAVAILABLE;
+    struct rpc_status nl = rpc_etcd_status(RPC_ETCD_NOT_LEADER);
+    const char *refuse = !ts->leading ? nl.message : NULL;
+    int code = nl.code;
     if (!refuse && (q->len >= QUEUE_MAX || (st && st->inflight >= STREAM_INFLIGHT_MAX))) {
         refuse = ERR_TOO_MANY;
         code = GRPC_RESOURCE_EXHAUSTED;
