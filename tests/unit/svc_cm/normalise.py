@@ -68,6 +68,8 @@ def norm(line):
     line = re.sub(r"\b[0-9a-f]{12,16}\b", "<id>", line)
     line = re.sub(r"took = [0-9.]+[mµn]?s", "took = <t>", line)
     line = re.sub(r"\bcluster +(<id>|[0-9a-f]+)", "cluster <id>", line)
+    # etcdctl prints ids with %16x: a shorter id is padded with spaces
+    line = re.sub(r"\bMember +<id>", "Member <id>", line)
     line = re.sub(r"^[+-]+$", "<rule>", line)
     m = re.match(r'^ETCD_INITIAL_CLUSTER="(.*)"$', line)
     if m:  # etcd prints the members in map order
