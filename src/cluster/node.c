@@ -3,6 +3,7 @@
  * err are what clients see (with INVALID_ARGUMENT), so they name the offending field and value.
  */
 #include "cluster/cluster.h"
+#include "cluster/cluster_tso.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -76,19 +77,7 @@ size_t cluster_epoch_text(uint64_t epoch, char out[CLUSTER_EPOCH_TEXT_MAX])
 
 int cluster_epoch_parse(const uint8_t *p, size_t len, uint64_t *epoch)
 {
-    if (len == 0 || len > 20)
-        return BATON_ECORRUPT;
-    uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return BATON_ECORRUPT;
-        uint64_t d = (uint64_t)(p[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return BATON_ECORRUPT;
-        v = v * 10 + d;
-    }
-    *epoch = v;
-    return 0;
+    return cluster_parse_u64(p, len, epoch); /* canonical decimal, as cluster_epoch_text writes */
 }
 
 void cluster_fence_init(struct cluster_fence *f, uint64_t id, uint64_t epoch)
