@@ -223,6 +223,7 @@ LEASE_SCALE_FIGS = [
     ("renewals_per_s", "renewals/s answered", 0),
     ("expired_pct", "leases answered TTL 0, %", 2),
     ("lapsed_pct", "leases > TTL without renewal, %", 2),
+    ("lost_pct", "leases lost (either), %", 2),
     ("server_cores", "server cores during keep-alive", 3),
     ("server_us_per_renewal", "server CPU us per renewal", 1),
     ("renew_p50_ms", "renewal p50 ms", 2),

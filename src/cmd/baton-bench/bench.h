@@ -55,9 +55,10 @@ struct bench_opts {
     bool json;
     uint64_t since_ns; /* startup: CLOCK_REALTIME origin */
     uint64_t seed;
-    uint32_t leases;     /* lease-scale: leases held */
-    int64_t lease_ttl_s; /* lease-scale: TTL granted */
-    uint32_t renew_ms;   /* lease-scale: keep-alive period of each lease */
+    uint32_t leases;        /* lease-scale: leases held */
+    int64_t lease_ttl_s;    /* lease-scale: TTL granted */
+    uint32_t renew_ms;      /* lease-scale: keep-alive period of each lease */
+    uint32_t stream_window; /* lease-scale: keep-alives unanswered per stream; 0 = unbounded */
 };
 
 struct bench_opstats {
@@ -79,9 +80,11 @@ struct bench_lease_scale {
     uint64_t sent;            /* keep-alives sent */
     uint64_t skipped;         /* due while the previous one was unanswered: not sent */
     uint64_t send_busy;       /* the stream's send buffer was full: not sent */
+    uint64_t window_full;     /* ticks a stream stopped at --stream-window with leases due */
     uint64_t expired_answers; /* answers with TTL <= 0 */
     uint64_t expired_leases;  /* distinct leases answered TTL <= 0 */
     uint64_t lapsed_leases;   /* leases that went more than TTL without a renewal */
+    uint64_t lost_leases;     /* expired or lapsed (or both) */
     uint64_t unknown_answers; /* undecodable, or an id not granted here */
     uint64_t revoke_total;    /* leases phase 3 revoked (granted, not known expired) */
     double revoke_s;

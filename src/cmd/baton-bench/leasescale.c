@@ -6,8 +6,10 @@
  * sends one LeaseKeepAliveRequest per lease due, on the stream that owns it (lease i -> stream
  * i % streams). The walk starts with phase 1, so a lease is renewed within one period of its
  * grant however long the grants take. A lease whose previous renewal is still unanswered is not
- * sent again (counted as "skipped"): the client holds at most one request per lease. Phase 3
- * revokes every lease not known to be expired.
+ * sent again (counted as "skipped"): the client holds at most one request per lease.
+ * --stream-window W (0 = none, etcd clients have none) bounds the keep-alives unanswered on one
+ * stream: a stream at its window sends its due leases late. Phase 3 revokes every lease not
+ * known to be expired.
  *
  * Expiry is seen two ways: the server answering TTL <= 0 (it no longer has the lease), and a
  * lease that went more than its TTL between the answer to one renewal and the sending of the
@@ -66,6 +68,10 @@ struct ls_stream {
     struct ls_run *r;
     struct rpc_client_call *call;
     struct arena arena;
+    uint32_t first;       /* owns leases first, first + streams, ... */
+    uint32_t leases_len;  /* how many */
+    uint64_t done;        /* keep-alives of this stream scheduled so far (sent or skipped) */
+    uint32_t outstanding; /* sent, unanswered */
 };
 
 struct ls_run {
@@ -87,7 +93,7 @@ struct ls_run {
     enum ls_phase phase;
     uint32_t next;   /* grant / revoke cursor */
     uint32_t closed; /* grants / revokes answered */
-    uint64_t sched_t0_ns, sched_done;
+    uint64_t sched_t0_ns;
     uint64_t renew_ns, ttl_ns;
     uint64_t phase_t0_ns, rec_t0_ns;
     bool recording, stopping;
@@ -420,6 +426,8 @@ static void ls_stream_on_message(struct rpc_client_call *call, const uint8_t *d,
     }
     struct ls_lease *l = &r->leases[idx];
     uint64_t now = ls_now_ns();
+    if ((l->flags & LS_OUTSTANDING) && st->outstanding > 0)
+        st->outstanding--;
     l->flags &= (uint8_t)~LS_OUTSTANDING;
     if (k->ttl <= 0) {
         ls->expired_answers++;
@@ -462,49 +470,67 @@ static void ls_stream_on_close(struct rpc_client_call *call, int code, const cha
 static const struct rpc_client_callbacks ls_stream_cbs = {.on_message = ls_stream_on_message,
                                                           .on_close = ls_stream_on_close};
 
-static void ls_send_keepalive(struct ls_run *r, uint32_t i, uint64_t now)
+/* Sends lease i's keep-alive on st, or skips it (not granted, expired, previous one unanswered).
+ * False when st's window is full: the lease stays due. */
+static bool ls_send_keepalive(struct ls_run *r, struct ls_stream *st, uint32_t i, uint64_t now)
 {
     struct ls_lease *l = &r->leases[i];
-    if (!(l->flags & LS_GRANTED) || (l->flags & LS_EXPIRED))
-        return;
+    if (!(l->flags & LS_GRANTED) || (l->flags & LS_EXPIRED) || !st->call)
+        return true;
     if (l->flags & LS_OUTSTANDING) {
         if (r->recording)
             r->ls->skipped++;
-        return;
+        return true;
     }
-    struct ls_stream *st = &r->streams[i % (uint32_t)r->streams_len];
-    if (!st->call)
-        return;
+    if (r->o->stream_window && st->outstanding >= r->o->stream_window)
+        return false;
     Etcdserverpb__LeaseKeepAliveRequest k = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
     k.id = l->id;
     int rc = rpc_client_call_send(st->call, &k.base);
     if (rc == BATON_EBUSY) {
         r->ls->send_busy++;
-        return;
+        return true;
     }
     if (rc) {
         ls_fatal(r, "keep-alive send failed");
-        return;
+        return true;
     }
     l->sent_ns = now;
     l->flags |= LS_OUTSTANDING;
+    st->outstanding++;
     if (r->recording)
         r->ls->sent++;
+    return true;
 }
 
-/* Sends the keep-alives due since the last tick: lease k % n is due at sched_t0 + k * period / n.
- */
+/* Sends the keep-alives due since the last tick. Each stream walks its own leases: its k-th is
+ * due at sched_t0 + k * period / leases_len, so every lease is renewed once a period, evenly
+ * spread. A stream whose window is full waits (its leases stay due); one stalled for a whole
+ * period resumes with one round, not a burst of several. */
 static void ls_on_tick(void *ctx)
 {
     struct ls_run *r = ctx;
     if (r->stopping || (r->phase != LS_GRANT && r->phase != LS_KEEP))
         return;
     uint64_t now = ls_now_ns();
-    uint64_t due = (uint64_t)((double)(now - r->sched_t0_ns) / (double)r->renew_ns * r->n);
-    if (due > r->sched_done + r->n)
-        r->sched_done = due - r->n; /* the loop stalled for a whole period: one round, not more */
-    for (; r->sched_done < due && !r->stopping; r->sched_done++)
-        ls_send_keepalive(r, (uint32_t)(r->sched_done % r->n), now);
+    double periods = (double)(now - r->sched_t0_ns) / (double)r->renew_ns;
+    for (int j = 0; j < r->streams_len && !r->stopping; j++) {
+        struct ls_stream *st = &r->streams[j];
+        if (st->leases_len == 0)
+            continue;
+        uint64_t due = (uint64_t)(periods * st->leases_len);
+        if (due > st->done + st->leases_len)
+            st->done = due - st->leases_len;
+        for (; st->done < due && !r->stopping; st->done++) {
+            uint32_t i =
+                st->first + (uint32_t)(st->done % st->leases_len) * (uint32_t)r->streams_len;
+            if (!ls_send_keepalive(r, st, i, now)) {
+                if (r->recording)
+                    r->ls->window_full++;
+                break;
+            }
+        }
+    }
 }
 
 /* ---- setup and teardown --------------------------------------------------------------------- */
@@ -544,6 +570,9 @@ static int ls_setup(struct ls_run *r)
     for (int i = 0; i < r->streams_len; i++) {
         struct ls_stream *st = &r->streams[i];
         st->r = r;
+        st->first = (uint32_t)i;
+        st->leases_len =
+            (uint32_t)i < r->n ? (r->n - (uint32_t)i - 1) / (uint32_t)r->streams_len + 1 : 0;
         arena_init(&st->arena, 1024);
         int rc = rpc_client_call_start(net_client_rpc(r->conns[i % r->conns_len].nc),
                                        "/etcdserverpb.Lease/LeaseKeepAlive", NULL, 0, 0,
@@ -627,6 +656,9 @@ int bench_run_lease_scale(const struct bench_opts *o, struct bench_result *res)
         }
     }
     res->ls.granted = res->ops[OP_GRANT].ok;
+    for (uint32_t i = 0; r->leases && i < r->n; i++)
+        if (r->leases[i].flags & (LS_EXPIRED | LS_LAPSED))
+            res->ls.lost_leases++;
     ls_teardown(r);
     free(r);
     return rc;

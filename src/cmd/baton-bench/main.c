@@ -136,16 +136,19 @@ static void report_lease_scale_table(const struct bench_opts *o, const struct be
     print_errors(g);
     printf("\nkeep-alive: %.1f s measured: %.0f renewals/s answered (%.0f/s due), p50 %.3f ms, "
            "p99 %.3f ms, max %.3f ms; %llu sent, %llu skipped (previous unanswered), %llu not sent "
-           "(buffer full)\n",
+           "(buffer full), %llu stream waits at --stream-window %u\n",
            r->measured_s, (double)k->ok / wall, (double)ls->granted * 1000.0 / o->renew_ms,
            (double)hist_quantile(&k->hist, 0.5) / 1e6, (double)hist_quantile(&k->hist, 0.99) / 1e6,
            (double)hist_quantile(&k->hist, 1.0) / 1e6, (unsigned long long)ls->sent,
-           (unsigned long long)ls->skipped, (unsigned long long)ls->send_busy);
+           (unsigned long long)ls->skipped, (unsigned long long)ls->send_busy,
+           (unsigned long long)ls->window_full, o->stream_window);
     printf("expired:    %llu lease(s) (%.2f%%) answered TTL <= 0 (%llu answers); %llu lease(s) "
-           "(%.2f%%) went more than the TTL without a renewal; %llu unknown answer(s)\n",
+           "(%.2f%%) went more than the TTL without a renewal; %llu (%.2f%%) lost in all; %llu "
+           "unknown answer(s)\n",
            (unsigned long long)ls->expired_leases, pct(ls->expired_leases, ls->granted),
            (unsigned long long)ls->expired_answers, (unsigned long long)ls->lapsed_leases,
-           pct(ls->lapsed_leases, ls->granted), (unsigned long long)ls->unknown_answers);
+           pct(ls->lapsed_leases, ls->granted), (unsigned long long)ls->lost_leases,
+           pct(ls->lost_leases, ls->granted), (unsigned long long)ls->unknown_answers);
     if (o->pids_len && r->server_cpu_s >= 0)
         printf("server:     %.3f cores during keep-alive (%.2f CPU s / %.2f s), %.1f us CPU per "
                "renewal, peak RSS %.1f MiB\n",
@@ -178,17 +181,21 @@ static void report_lease_scale_json(const struct bench_opts *o, const struct ben
            (unsigned long long)errors_of(&r->ops[OP_GRANT]));
     printf(",\"measured_s\":%.3f,\"renewals\":%llu,\"renewals_per_s\":%.1f,"
            "\"renewals_due_per_s\":%.1f,\"renew_p50_ms\":%.3f,\"renew_p99_ms\":%.3f,"
-           "\"renew_max_ms\":%.3f,\"sent\":%llu,\"skipped\":%llu,\"send_busy\":%llu",
+           "\"renew_max_ms\":%.3f,\"sent\":%llu,\"skipped\":%llu,\"send_busy\":%llu,"
+           "\"stream_window\":%u,\"window_full\":%llu",
            r->measured_s, (unsigned long long)k->ok, (double)k->ok / wall,
            (double)ls->granted * 1000.0 / o->renew_ms, (double)hist_quantile(&k->hist, 0.5) / 1e6,
            (double)hist_quantile(&k->hist, 0.99) / 1e6, (double)hist_quantile(&k->hist, 1.0) / 1e6,
            (unsigned long long)ls->sent, (unsigned long long)ls->skipped,
-           (unsigned long long)ls->send_busy);
+           (unsigned long long)ls->send_busy, o->stream_window,
+           (unsigned long long)ls->window_full);
     printf(",\"expired_leases\":%llu,\"expired_pct\":%.3f,\"expired_answers\":%llu,"
-           "\"lapsed_leases\":%llu,\"lapsed_pct\":%.3f,\"unknown_answers\":%llu",
+           "\"lapsed_leases\":%llu,\"lapsed_pct\":%.3f,\"lost_leases\":%llu,\"lost_pct\":%.3f,"
+           "\"unknown_answers\":%llu",
            (unsigned long long)ls->expired_leases, pct(ls->expired_leases, ls->granted),
            (unsigned long long)ls->expired_answers, (unsigned long long)ls->lapsed_leases,
-           pct(ls->lapsed_leases, ls->granted), (unsigned long long)ls->unknown_answers);
+           pct(ls->lapsed_leases, ls->granted), (unsigned long long)ls->lost_leases,
+           pct(ls->lost_leases, ls->granted), (unsigned long long)ls->unknown_answers);
     printf(",\"client_cpu_s\":%.3f,\"client_cores\":%.4f,\"client_us_per_renewal\":%.2f",
            r->client_cpu_s, r->client_cpu_s / wall,
            k->ok ? 1e6 * r->client_cpu_s / (double)k->ok : 0.0);
@@ -331,32 +338,35 @@ void bench_report_json(const struct bench_opts *o, const struct bench_result *r)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: baton-bench --endpoints host:port[,host:port...] [flags] WORKLOAD\n"
-               "workloads: put, range, txn (compare-and-swap), watch (put->event latency),\n"
-               "  lease (grants + keepalive streams), mixed (--read-ratio),\n"
-               "  failover (sequential puts, longest gap), startup (time to first put),\n"
-               "  lease-scale (grant --leases, keep each alive every --renew-ms over --streams\n"
-               "  streams per connection for --duration, count expiries, revoke them all)\n"
-               "flags:\n"
-               "  --conns N           connections (default 4)\n"
-               "  --streams N         watch/keepalive streams per connection (default 4)\n"
-               "  --inflight N        unary requests in flight over all connections (default 64)\n"
-               "  --key-size B        (default 16)   --value-size B (default 256)\n"
-               "  --keys N            key space (default 10000; range/txn/mixed prefill it)\n"
-               "  --duration S        measured seconds (default 10)   --warmup S (default 2)\n"
-               "  --serializable      serializable ranges (default linearizable)\n"
-               "  --read-ratio F      mixed: share of reads (default 0.9)\n"
-               "  --target all|leader endpoints used; leader: pass the leader's endpoint first\n"
-               "                      and only it is used (default all)\n"
-               "  --timeout-ms N      per request (default 5000; failover/startup 200)\n"
-               "  --server-pids P,... CPU seconds per op and peak RSS of these processes\n"
-               "  --since-ns NS       startup: CLOCK_REALTIME origin (default: now)\n"
-               "  --seed N            key choice (default 1)\n"
-               "  --leases N          lease-scale: leases held (default 100000)\n"
-               "  --ttl S             lease-scale: lease TTL (default 10)\n"
-               "  --renew-ms MS       lease-scale: keep-alive period of each lease (default 3000)\n"
-               "  --json              one JSON object instead of the table\n"
-               "exit status: 0 ok, 1 error, 2 usage, 3 workload not supported by the server\n");
+    fprintf(f,
+            "usage: baton-bench --endpoints host:port[,host:port...] [flags] WORKLOAD\n"
+            "workloads: put, range, txn (compare-and-swap), watch (put->event latency),\n"
+            "  lease (grants + keepalive streams), mixed (--read-ratio),\n"
+            "  failover (sequential puts, longest gap), startup (time to first put),\n"
+            "  lease-scale (grant --leases, keep each alive every --renew-ms over --streams\n"
+            "  streams per connection for --duration, count expiries, revoke them all)\n"
+            "flags:\n"
+            "  --conns N           connections (default 4)\n"
+            "  --streams N         watch/keepalive streams per connection (default 4)\n"
+            "  --inflight N        unary requests in flight over all connections (default 64)\n"
+            "  --key-size B        (default 16)   --value-size B (default 256)\n"
+            "  --keys N            key space (default 10000; range/txn/mixed prefill it)\n"
+            "  --duration S        measured seconds (default 10)   --warmup S (default 2)\n"
+            "  --serializable      serializable ranges (default linearizable)\n"
+            "  --read-ratio F      mixed: share of reads (default 0.9)\n"
+            "  --target all|leader endpoints used; leader: pass the leader's endpoint first\n"
+            "                      and only it is used (default all)\n"
+            "  --timeout-ms N      per request (default 5000; failover/startup 200)\n"
+            "  --server-pids P,... CPU seconds per op and peak RSS of these processes\n"
+            "  --since-ns NS       startup: CLOCK_REALTIME origin (default: now)\n"
+            "  --seed N            key choice (default 1)\n"
+            "  --leases N          lease-scale: leases held (default 100000)\n"
+            "  --ttl S             lease-scale: lease TTL (default 10)\n"
+            "  --renew-ms MS       lease-scale: keep-alive period of each lease (default 3000)\n"
+            "  --stream-window N   lease-scale: keep-alives unanswered per stream, 0 = no bound\n"
+            "                      (default 0, as etcd clients)\n"
+            "  --json              one JSON object instead of the table\n"
+            "exit status: 0 ok, 1 error, 2 usage, 3 workload not supported by the server\n");
 }
 
 static int parse_list(const char *v, char out[][64], int max)
@@ -486,6 +496,9 @@ static int parse_flags(int argc, char **argv, struct bench_opts *o)
         } else if (strcmp(a, "--renew-ms") == 0) {
             ok = parse_num(v, 10, 3.6e6, &d);
             o->renew_ms = (uint32_t)d;
+        } else if (strcmp(a, "--stream-window") == 0) {
+            ok = parse_num(v, 0, 1e6, &d);
+            o->stream_window = (uint32_t)d;
         } else if (strcmp(a, "--seed") == 0) {
             ok = parse_num(v, 0, 1e18, &d);
             o->seed = (uint64_t)d;
