@@ -83,6 +83,8 @@ struct bench_lease_scale {
     uint64_t window_full;     /* ticks a stream stopped at --stream-window with leases due */
     uint64_t expired_answers; /* answers with TTL <= 0 */
     uint64_t expired_leases;  /* distinct leases answered TTL <= 0 */
+    uint64_t expired_early;   /* of those, answered TTL <= 0 less than TTL after the request
+                                 that last renewed them was sent: the server's fault */
     uint64_t lapsed_leases;   /* leases that went more than TTL without a renewal */
     uint64_t lost_leases;     /* expired or lapsed (or both) */
     uint64_t unknown_answers; /* undecodable, or an id not granted here */

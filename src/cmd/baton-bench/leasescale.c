@@ -41,8 +41,9 @@ enum ls_phase { LS_GRANT, LS_KEEP, LS_REVOKE, LS_DONE };
 
 struct ls_lease {
     int64_t id;
-    uint64_t sent_ns; /* last keep-alive sent */
-    uint64_t ok_ns;   /* last successful renewal answered (or the grant) */
+    uint64_t sent_ns;    /* last keep-alive sent */
+    uint64_t ok_ns;      /* last successful renewal answered (or the grant) */
+    uint64_t ok_sent_ns; /* when that renewal (or grant) was sent */
     uint8_t flags;
 };
 
@@ -301,6 +302,7 @@ static void ls_grant_closed(struct ls_run *r, struct ls_slot *s, int code)
         struct ls_lease *l = &r->leases[s->idx];
         l->id = s->id;
         l->ok_ns = ls_now_ns();
+        l->ok_sent_ns = s->t0_ns;
         l->flags = LS_GRANTED;
         map_put(r, s->id, s->idx);
         st->ok++;
@@ -429,21 +431,27 @@ static void ls_stream_on_message(struct rpc_client_call *call, const uint8_t *d,
     if ((l->flags & LS_OUTSTANDING) && st->outstanding > 0)
         st->outstanding--;
     l->flags &= (uint8_t)~LS_OUTSTANDING;
+    if (!(l->flags & (LS_EXPIRED | LS_LAPSED)) && l->sent_ns > l->ok_ns &&
+        l->sent_ns - l->ok_ns > r->ttl_ns) {
+        l->flags |= LS_LAPSED; /* the client sent this one too late */
+        ls->lapsed_leases++;
+    }
     if (k->ttl <= 0) {
         ls->expired_answers++;
         if (!(l->flags & LS_EXPIRED)) {
             l->flags |= LS_EXPIRED;
             ls->expired_leases++;
+            /* Gone although answered within the TTL of the request that last renewed it: the
+             * server dropped a lease it had to keep. */
+            if (now - l->ok_sent_ns < r->ttl_ns)
+                ls->expired_early++;
         }
         return;
     }
     if (l->flags & LS_EXPIRED)
         return; /* cannot come back to life; a late answer */
-    if (l->sent_ns > l->ok_ns && l->sent_ns - l->ok_ns > r->ttl_ns && !(l->flags & LS_LAPSED)) {
-        l->flags |= LS_LAPSED;
-        ls->lapsed_leases++;
-    }
     l->ok_ns = now;
+    l->ok_sent_ns = l->sent_ns;
     if (r->recording) {
         r->res->ops[OP_KEEPALIVE].ok++;
         hist_record(&r->res->ops[OP_KEEPALIVE].hist, now - l->sent_ns);

@@ -144,11 +144,12 @@ static void report_lease_scale_table(const struct bench_opts *o, const struct be
            (unsigned long long)ls->window_full, o->stream_window);
     printf("expired:    %llu lease(s) (%.2f%%) answered TTL <= 0 (%llu answers); %llu lease(s) "
            "(%.2f%%) went more than the TTL without a renewal; %llu (%.2f%%) lost in all; %llu "
-           "unknown answer(s)\n",
+           "expired within the TTL of their last renewal; %llu unknown answer(s)\n",
            (unsigned long long)ls->expired_leases, pct(ls->expired_leases, ls->granted),
            (unsigned long long)ls->expired_answers, (unsigned long long)ls->lapsed_leases,
            pct(ls->lapsed_leases, ls->granted), (unsigned long long)ls->lost_leases,
-           pct(ls->lost_leases, ls->granted), (unsigned long long)ls->unknown_answers);
+           pct(ls->lost_leases, ls->granted), (unsigned long long)ls->expired_early,
+           (unsigned long long)ls->unknown_answers);
     if (o->pids_len && r->server_cpu_s >= 0)
         printf("server:     %.3f cores during keep-alive (%.2f CPU s / %.2f s), %.1f us CPU per "
                "renewal, peak RSS %.1f MiB\n",
@@ -191,11 +192,12 @@ static void report_lease_scale_json(const struct bench_opts *o, const struct ben
            (unsigned long long)ls->window_full);
     printf(",\"expired_leases\":%llu,\"expired_pct\":%.3f,\"expired_answers\":%llu,"
            "\"lapsed_leases\":%llu,\"lapsed_pct\":%.3f,\"lost_leases\":%llu,\"lost_pct\":%.3f,"
-           "\"unknown_answers\":%llu",
+           "\"expired_early\":%llu,\"unknown_answers\":%llu",
            (unsigned long long)ls->expired_leases, pct(ls->expired_leases, ls->granted),
            (unsigned long long)ls->expired_answers, (unsigned long long)ls->lapsed_leases,
            pct(ls->lapsed_leases, ls->granted), (unsigned long long)ls->lost_leases,
-           pct(ls->lost_leases, ls->granted), (unsigned long long)ls->unknown_answers);
+           pct(ls->lost_leases, ls->granted), (unsigned long long)ls->expired_early,
+           (unsigned long long)ls->unknown_answers);
     printf(",\"client_cpu_s\":%.3f,\"client_cores\":%.4f,\"client_us_per_renewal\":%.2f",
            r->client_cpu_s, r->client_cpu_s / wall,
            k->ok ? 1e6 * r->client_cpu_s / (double)k->ok : 0.0);
