@@ -9,6 +9,10 @@ measures the data directories. Start-up (empty data dir -> first successful put)
 medians over the rounds and the ratio batond/etcd.
 
   scripts/bench.py [--members 1|3] [--rounds N] [--duration S] [--warmup S] [--only a,b]
+                   [--lease-scale N [--lease-scale-duration S]]
+--lease-scale N adds baton-bench lease-scale (issue 6: N leases, TTL 10 s, each renewed every
+3 s over 4 connections x 4 streams, at most 64 unanswered per stream, then all revoked) on a fresh cluster of each server per
+round; not in the default run (with N = 100000 it takes 1.5-3 minutes per server).
   SAVE=1 also writes bench/results/<date>.md
 """
 import argparse
@@ -215,6 +219,57 @@ def failover_rounds(server, bench, rounds, results, name):
         c.down()
 
 
+LEASE_SCALE_FIGS = [
+    ("renewals_per_s", "renewals/s answered", 0),
+    ("expired_pct", "leases answered TTL 0, %", 2),
+    ("lapsed_pct", "leases > TTL without renewal, %", 2),
+    ("lost_pct", "leases lost (either), %", 2),
+    ("server_cores", "server cores during keep-alive", 3),
+    ("server_us_per_renewal", "server CPU us per renewal", 1),
+    ("renew_p50_ms", "renewal p50 ms", 2),
+    ("renew_p99_ms", "renewal p99 ms", 2),
+    ("grants_per_s", "grants/s", 0),
+    ("revoke_s", "revoke all, s", 1),
+    ("client_cores", "client cores during keep-alive", 3),
+]
+
+
+def lease_scale_rounds(servers, a, results):
+    args = ["lease-scale", "--leases", str(a.lease_scale), "--ttl", "10", "--renew-ms", "3000",
+            "--conns", "4", "--streams", "4", "--inflight", "64",
+            # batond ends a keep-alive stream with more than 64 keep-alives unanswered
+            # (svc_lease.c KEEPALIVES_IN_FLIGHT_MAX); etcd has no such bound. Same flag for both.
+            "--stream-window", "64"]
+    for rnd in range(a.rounds):
+        order = servers if rnd % 2 == 0 else servers[::-1]
+        for name, path in order:
+            c = Cluster(path, a.members)
+            try:
+                r = run_bench(a.bench, args, c.endpoints(), c.pids(), a.lease_scale_duration, 2,
+                              timeout=a.lease_scale_duration * 3 + a.lease_scale / 200 + 120)
+            finally:
+                c.down()
+            results.setdefault((name, "_lease_scale"), []).append(r)
+            if r and not r.get("unsupported"):
+                log("  %s lease-scale %d: %.0f renewals/s, expired %.2f%%, lapsed %.2f%%, "
+                    "server %.3f cores, %.1f us/renewal, revoke %.1f s" % (
+                        name, a.lease_scale, r["renewals_per_s"], r["expired_pct"],
+                        r["lapsed_pct"], r.get("server_cores", -1),
+                        r.get("server_us_per_renewal", -1), r["revoke_s"]))
+
+
+def lease_scale_table(results, a):
+    rb, re_ = results.get(("batond", "_lease_scale"), []), results.get(("etcd", "_lease_scale"), [])
+    L = ["", "lease-scale: %d leases, TTL 10 s, renewed every 3 s, 4 conns x 4 streams, "
+         "%g s measured, %d member(s), medians of %d round(s)"
+         % (a.lease_scale, a.lease_scale_duration, a.members, a.rounds), "",
+         "| figure | batond | etcd | batond/etcd |", "|---|---|---|---|"]
+    for key, label, nd in LEASE_SCALE_FIGS:
+        b, e = top(rb, key), top(re_, key)
+        L.append("| %s | %s | %s | %s |" % (label, fmt(b, nd), fmt(e, nd), ratio(b, e)))
+    return "\n".join(L)
+
+
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -319,6 +374,9 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated workload names")
     ap.add_argument("--no-startup", action="store_true")
     ap.add_argument("--no-failover", action="store_true")
+    ap.add_argument("--lease-scale", type=int, default=0, metavar="N",
+                    help="also run lease-scale with N leases (off by default)")
+    ap.add_argument("--lease-scale-duration", type=float, default=60)
     ap.add_argument("--batond", default=os.path.join(ROOT, "build/release/src/cmd/batond/batond"))
     ap.add_argument("--bench", default=os.path.join(
         ROOT, "build/release/src/cmd/baton-bench/baton-bench"))
@@ -353,7 +411,11 @@ def main():
         extra.append(("_failover_STOP", "failover SIGSTOP leader -> next put, ms"))
         for name, path in servers:
             failover_rounds(path, a.bench, a.rounds, results, name)
+    if a.lease_scale > 0:
+        lease_scale_rounds(servers, a, results)
     out = table(results, a, extra)
+    if a.lease_scale > 0:
+        out += "\n" + lease_scale_table(results, a)
     out += "\n\ntotal bench time %.0f s; load average at the end %s\n" % (
         time.time() - t_start, " ".join(open("/proc/loadavg").read().split()[:3]))
     print(out)

@@ -27,11 +27,12 @@ enum bench_workload {
     WL_WATCH,
     WL_LEASE,
     WL_MIXED,
-    WL_FAILOVER, /* sequential puts, rotating endpoints on failure: reports the longest gap */
-    WL_STARTUP,  /* puts until the first success: reports the time since --since-ns */
+    WL_FAILOVER,    /* sequential puts, rotating endpoints on failure: reports the longest gap */
+    WL_STARTUP,     /* puts until the first success: reports the time since --since-ns */
+    WL_LEASE_SCALE, /* --leases leases kept alive every --renew-ms (leasescale.c) */
 };
 
-enum bench_op { OP_PUT, OP_RANGE, OP_TXN, OP_EVENT, OP_GRANT, OP_KEEPALIVE, OP_COUNT };
+enum bench_op { OP_PUT, OP_RANGE, OP_TXN, OP_EVENT, OP_GRANT, OP_KEEPALIVE, OP_REVOKE, OP_COUNT };
 
 struct bench_opts {
     char endpoints[BENCH_ENDPOINTS_MAX][64];
@@ -54,6 +55,10 @@ struct bench_opts {
     bool json;
     uint64_t since_ns; /* startup: CLOCK_REALTIME origin */
     uint64_t seed;
+    uint32_t leases;        /* lease-scale: leases held */
+    int64_t lease_ttl_s;    /* lease-scale: TTL granted */
+    uint32_t renew_ms;      /* lease-scale: keep-alive period of each lease */
+    uint32_t stream_window; /* lease-scale: keep-alives unanswered per stream; 0 = unbounded */
 };
 
 struct bench_opstats {
@@ -65,6 +70,26 @@ struct bench_opstats {
 struct bench_proc_sample {
     uint64_t cpu_ticks[BENCH_PIDS_MAX];
     bool ok[BENCH_PIDS_MAX];
+};
+
+/* lease-scale figures beyond ops[OP_GRANT / OP_KEEPALIVE / OP_REVOKE]. Expiry counts cover the
+ * whole run; sent and skipped only the measured window. */
+struct bench_lease_scale {
+    uint64_t granted;
+    double grant_s;
+    uint64_t sent;            /* keep-alives sent */
+    uint64_t skipped;         /* due while the previous one was unanswered: not sent */
+    uint64_t send_busy;       /* the stream's send buffer was full: not sent */
+    uint64_t window_full;     /* ticks a stream stopped at --stream-window with leases due */
+    uint64_t expired_answers; /* answers with TTL <= 0 */
+    uint64_t expired_leases;  /* distinct leases answered TTL <= 0 */
+    uint64_t expired_early;   /* of those, answered TTL <= 0 less than TTL after the request
+                                 that last renewed them was sent: the server's fault */
+    uint64_t lapsed_leases;   /* leases that went more than TTL without a renewal */
+    uint64_t lost_leases;     /* expired or lapsed (or both) */
+    uint64_t unknown_answers; /* undecodable, or an id not granted here */
+    uint64_t revoke_total;    /* leases phase 3 revoked (granted, not known expired) */
+    double revoke_s;
 };
 
 struct bench_result {
@@ -80,6 +105,7 @@ struct bench_result {
     uint64_t txn_succeeded, txn_failed;
     double max_gap_ms; /* failover */
     double startup_ms; /* startup */
+    struct bench_lease_scale ls;
 };
 
 const char *bench_op_name(enum bench_op op);
@@ -87,6 +113,8 @@ const char *bench_workload_name(enum bench_workload w);
 
 /* Runs the workload; fills *res. 0, or a negative code with res->fatal set. */
 int bench_run(const struct bench_opts *o, struct bench_result *res);
+/* The lease-scale workload (called by bench_run). */
+int bench_run_lease_scale(const struct bench_opts *o, struct bench_result *res);
 
 /* /proc readers: CPU ticks (utime + stime) and VmHWM in kB. 0 or -errno / BATON_ECORRUPT. */
 int bench_proc_cpu_ticks(int pid, uint64_t *ticks);

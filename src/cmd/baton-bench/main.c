@@ -9,16 +9,16 @@
 #include <string.h>
 #include <time.h>
 
-static const char *const op_names[OP_COUNT] = {"put",   "range", "txn",
-                                               "event", "grant", "keepalive"};
+static const char *const op_names[OP_COUNT] = {"put",   "range",     "txn",   "event",
+                                               "grant", "keepalive", "revoke"};
 
 const char *bench_op_name(enum bench_op op)
 {
     return op_names[op];
 }
 
-static const char *const wl_names[] = {"put",   "range", "txn",      "watch",
-                                       "lease", "mixed", "failover", "startup"};
+static const char *const wl_names[] = {"put",   "range",    "txn",     "watch",      "lease",
+                                       "mixed", "failover", "startup", "lease-scale"};
 
 const char *bench_workload_name(enum bench_workload w)
 {
@@ -94,8 +94,130 @@ static uint64_t max_kb(const struct bench_opts *o, const uint64_t *kb)
 static const double quantiles[] = {0.5, 0.9, 0.99, 0.999, 1.0};
 static const char *const qnames[] = {"p50", "p90", "p99", "p99_9", "max"};
 
+static double pct(uint64_t part, uint64_t whole)
+{
+    return whole ? 100.0 * (double)part / (double)whole : 0.0;
+}
+
+static uint64_t errors_of(const struct bench_opstats *s)
+{
+    uint64_t n = 0;
+    for (int c = 0; c < BENCH_GRPC_CODES; c++)
+        n += s->errors[c];
+    return n;
+}
+
+static void print_errors(const struct bench_opstats *s)
+{
+    for (int c = 0; c < BENCH_GRPC_CODES; c++)
+        if (s->errors[c])
+            printf(" %s=%llu", grpc_code_name(c), (unsigned long long)s->errors[c]);
+}
+
+static void report_lease_scale_table(const struct bench_opts *o, const struct bench_result *r)
+{
+    const struct bench_lease_scale *ls = &r->ls;
+    const struct bench_opstats *g = &r->ops[OP_GRANT], *k = &r->ops[OP_KEEPALIVE],
+                               *v = &r->ops[OP_REVOKE];
+    double wall = r->measured_s > 0 ? r->measured_s : 1;
+    printf("lease-scale: %u leases, TTL %lld s, renewed every %u ms, %d conn(s) x %d stream(s), "
+           "%d in flight\n",
+           o->leases, (long long)o->lease_ttl_s, o->renew_ms, o->conns, o->streams, o->inflight);
+    if (r->unsupported) {
+        printf("lease-scale: not supported by this server yet (%s answered UNIMPLEMENTED)\n",
+               r->unsupported_what);
+        return;
+    }
+    printf("grant:      %llu granted in %.2f s (%.0f/s), p50 %.3f ms, p99 %.3f ms, errors %llu",
+           (unsigned long long)ls->granted, ls->grant_s,
+           ls->grant_s > 0 ? (double)ls->granted / ls->grant_s : 0.0,
+           (double)hist_quantile(&g->hist, 0.5) / 1e6, (double)hist_quantile(&g->hist, 0.99) / 1e6,
+           (unsigned long long)errors_of(g));
+    print_errors(g);
+    printf("\nkeep-alive: %.1f s measured: %.0f renewals/s answered (%.0f/s due), p50 %.3f ms, "
+           "p99 %.3f ms, max %.3f ms; %llu sent, %llu skipped (previous unanswered), %llu not sent "
+           "(buffer full), %llu stream waits at --stream-window %u\n",
+           r->measured_s, (double)k->ok / wall, (double)ls->granted * 1000.0 / o->renew_ms,
+           (double)hist_quantile(&k->hist, 0.5) / 1e6, (double)hist_quantile(&k->hist, 0.99) / 1e6,
+           (double)hist_quantile(&k->hist, 1.0) / 1e6, (unsigned long long)ls->sent,
+           (unsigned long long)ls->skipped, (unsigned long long)ls->send_busy,
+           (unsigned long long)ls->window_full, o->stream_window);
+    printf("expired:    %llu lease(s) (%.2f%%) answered TTL <= 0 (%llu answers); %llu lease(s) "
+           "(%.2f%%) went more than the TTL without a renewal; %llu (%.2f%%) lost in all; %llu "
+           "expired within the TTL of their last renewal; %llu unknown answer(s)\n",
+           (unsigned long long)ls->expired_leases, pct(ls->expired_leases, ls->granted),
+           (unsigned long long)ls->expired_answers, (unsigned long long)ls->lapsed_leases,
+           pct(ls->lapsed_leases, ls->granted), (unsigned long long)ls->lost_leases,
+           pct(ls->lost_leases, ls->granted), (unsigned long long)ls->expired_early,
+           (unsigned long long)ls->unknown_answers);
+    if (o->pids_len && r->server_cpu_s >= 0)
+        printf("server:     %.3f cores during keep-alive (%.2f CPU s / %.2f s), %.1f us CPU per "
+               "renewal, peak RSS %.1f MiB\n",
+               r->server_cpu_s / wall, r->server_cpu_s, r->measured_s,
+               k->ok ? 1e6 * r->server_cpu_s / (double)k->ok : 0.0,
+               (double)max_kb(o, r->server_hwm_kb) / 1024);
+    else if (o->pids_len)
+        printf("server:     CPU unknown (a pid went away)\n");
+    printf("client:     %.3f cores during keep-alive, %.1f us CPU per renewal\n",
+           r->client_cpu_s / wall, k->ok ? 1e6 * r->client_cpu_s / (double)k->ok : 0.0);
+    printf("revoke:     %llu of %llu revoked in %.2f s (%.0f/s), errors %llu",
+           (unsigned long long)v->ok, (unsigned long long)ls->revoke_total, ls->revoke_s,
+           ls->revoke_s > 0 ? (double)v->ok / ls->revoke_s : 0.0, (unsigned long long)errors_of(v));
+    print_errors(v);
+    printf("\n");
+}
+
+static void report_lease_scale_json(const struct bench_opts *o, const struct bench_result *r)
+{
+    const struct bench_lease_scale *ls = &r->ls;
+    const struct bench_opstats *k = &r->ops[OP_KEEPALIVE], *v = &r->ops[OP_REVOKE];
+    double wall = r->measured_s > 0 ? r->measured_s : 1;
+    printf("{\"workload\":\"lease-scale\",\"unsupported\":%s,\"leases\":%u,\"ttl_s\":%lld,"
+           "\"renew_ms\":%u,\"conns\":%d,\"streams\":%d,\"inflight\":%d",
+           r->unsupported ? "true" : "false", o->leases, (long long)o->lease_ttl_s, o->renew_ms,
+           o->conns, o->streams, o->inflight);
+    printf(",\"granted\":%llu,\"grant_s\":%.3f,\"grants_per_s\":%.1f,\"grant_errors\":%llu",
+           (unsigned long long)ls->granted, ls->grant_s,
+           ls->grant_s > 0 ? (double)ls->granted / ls->grant_s : 0.0,
+           (unsigned long long)errors_of(&r->ops[OP_GRANT]));
+    printf(",\"measured_s\":%.3f,\"renewals\":%llu,\"renewals_per_s\":%.1f,"
+           "\"renewals_due_per_s\":%.1f,\"renew_p50_ms\":%.3f,\"renew_p99_ms\":%.3f,"
+           "\"renew_max_ms\":%.3f,\"sent\":%llu,\"skipped\":%llu,\"send_busy\":%llu,"
+           "\"stream_window\":%u,\"window_full\":%llu",
+           r->measured_s, (unsigned long long)k->ok, (double)k->ok / wall,
+           (double)ls->granted * 1000.0 / o->renew_ms, (double)hist_quantile(&k->hist, 0.5) / 1e6,
+           (double)hist_quantile(&k->hist, 0.99) / 1e6, (double)hist_quantile(&k->hist, 1.0) / 1e6,
+           (unsigned long long)ls->sent, (unsigned long long)ls->skipped,
+           (unsigned long long)ls->send_busy, o->stream_window,
+           (unsigned long long)ls->window_full);
+    printf(",\"expired_leases\":%llu,\"expired_pct\":%.3f,\"expired_answers\":%llu,"
+           "\"lapsed_leases\":%llu,\"lapsed_pct\":%.3f,\"lost_leases\":%llu,\"lost_pct\":%.3f,"
+           "\"expired_early\":%llu,\"unknown_answers\":%llu",
+           (unsigned long long)ls->expired_leases, pct(ls->expired_leases, ls->granted),
+           (unsigned long long)ls->expired_answers, (unsigned long long)ls->lapsed_leases,
+           pct(ls->lapsed_leases, ls->granted), (unsigned long long)ls->lost_leases,
+           pct(ls->lost_leases, ls->granted), (unsigned long long)ls->expired_early,
+           (unsigned long long)ls->unknown_answers);
+    printf(",\"client_cpu_s\":%.3f,\"client_cores\":%.4f,\"client_us_per_renewal\":%.2f",
+           r->client_cpu_s, r->client_cpu_s / wall,
+           k->ok ? 1e6 * r->client_cpu_s / (double)k->ok : 0.0);
+    if (o->pids_len && r->server_cpu_s >= 0)
+        printf(",\"server_cpu_s\":%.3f,\"server_cores\":%.4f,\"server_us_per_renewal\":%.2f,"
+               "\"server_rss_max_kb\":%llu",
+               r->server_cpu_s, r->server_cpu_s / wall,
+               k->ok ? 1e6 * r->server_cpu_s / (double)k->ok : 0.0,
+               (unsigned long long)max_kb(o, r->server_hwm_kb));
+    printf(",\"revoke_total\":%llu,\"revoked\":%llu,\"revoke_errors\":%llu,\"revoke_s\":%.3f}\n",
+           (unsigned long long)ls->revoke_total, (unsigned long long)v->ok,
+           (unsigned long long)errors_of(v), ls->revoke_s);
+}
+
 void bench_report_table(const struct bench_opts *o, const struct bench_result *r)
 {
+    if (o->workload == WL_LEASE_SCALE) {
+        report_lease_scale_table(o, r);
+        return;
+    }
     printf("workload %s: %d endpoint(s), %d conn(s), %d in flight, %d stream(s)/conn, key %d B, "
            "value %d B, %u keys%s\n",
            bench_workload_name(o->workload), o->endpoints_len, o->conns, o->inflight, o->streams,
@@ -158,6 +280,10 @@ void bench_report_table(const struct bench_opts *o, const struct bench_result *r
 
 void bench_report_json(const struct bench_opts *o, const struct bench_result *r)
 {
+    if (o->workload == WL_LEASE_SCALE) {
+        report_lease_scale_json(o, r);
+        return;
+    }
     uint64_t n = request_ops(r);
     printf("{\"workload\":\"%s\",\"unsupported\":%s", bench_workload_name(o->workload),
            r->unsupported ? "true" : "false");
@@ -214,27 +340,35 @@ void bench_report_json(const struct bench_opts *o, const struct bench_result *r)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: baton-bench --endpoints host:port[,host:port...] [flags] WORKLOAD\n"
-               "workloads: put, range, txn (compare-and-swap), watch (put->event latency),\n"
-               "  lease (grants + keepalive streams), mixed (--read-ratio),\n"
-               "  failover (sequential puts, longest gap), startup (time to first put)\n"
-               "flags:\n"
-               "  --conns N           connections (default 4)\n"
-               "  --streams N         watch/keepalive streams per connection (default 4)\n"
-               "  --inflight N        unary requests in flight over all connections (default 64)\n"
-               "  --key-size B        (default 16)   --value-size B (default 256)\n"
-               "  --keys N            key space (default 10000; range/txn/mixed prefill it)\n"
-               "  --duration S        measured seconds (default 10)   --warmup S (default 2)\n"
-               "  --serializable      serializable ranges (default linearizable)\n"
-               "  --read-ratio F      mixed: share of reads (default 0.9)\n"
-               "  --target all|leader endpoints used; leader: pass the leader's endpoint first\n"
-               "                      and only it is used (default all)\n"
-               "  --timeout-ms N      per request (default 5000; failover/startup 200)\n"
-               "  --server-pids P,... CPU seconds per op and peak RSS of these processes\n"
-               "  --since-ns NS       startup: CLOCK_REALTIME origin (default: now)\n"
-               "  --seed N            key choice (default 1)\n"
-               "  --json              one JSON object instead of the table\n"
-               "exit status: 0 ok, 1 error, 2 usage, 3 workload not supported by the server\n");
+    fprintf(f,
+            "usage: baton-bench --endpoints host:port[,host:port...] [flags] WORKLOAD\n"
+            "workloads: put, range, txn (compare-and-swap), watch (put->event latency),\n"
+            "  lease (grants + keepalive streams), mixed (--read-ratio),\n"
+            "  failover (sequential puts, longest gap), startup (time to first put),\n"
+            "  lease-scale (grant --leases, keep each alive every --renew-ms over --streams\n"
+            "  streams per connection for --duration, count expiries, revoke them all)\n"
+            "flags:\n"
+            "  --conns N           connections (default 4)\n"
+            "  --streams N         watch/keepalive streams per connection (default 4)\n"
+            "  --inflight N        unary requests in flight over all connections (default 64)\n"
+            "  --key-size B        (default 16)   --value-size B (default 256)\n"
+            "  --keys N            key space (default 10000; range/txn/mixed prefill it)\n"
+            "  --duration S        measured seconds (default 10)   --warmup S (default 2)\n"
+            "  --serializable      serializable ranges (default linearizable)\n"
+            "  --read-ratio F      mixed: share of reads (default 0.9)\n"
+            "  --target all|leader endpoints used; leader: pass the leader's endpoint first\n"
+            "                      and only it is used (default all)\n"
+            "  --timeout-ms N      per request (default 5000; failover/startup 200)\n"
+            "  --server-pids P,... CPU seconds per op and peak RSS of these processes\n"
+            "  --since-ns NS       startup: CLOCK_REALTIME origin (default: now)\n"
+            "  --seed N            key choice (default 1)\n"
+            "  --leases N          lease-scale: leases held (default 100000)\n"
+            "  --ttl S             lease-scale: lease TTL (default 10)\n"
+            "  --renew-ms MS       lease-scale: keep-alive period of each lease (default 3000)\n"
+            "  --stream-window N   lease-scale: keep-alives unanswered per stream, 0 = no bound\n"
+            "                      (default 0, as etcd clients)\n"
+            "  --json              one JSON object instead of the table\n"
+            "exit status: 0 ok, 1 error, 2 usage, 3 workload not supported by the server\n");
 }
 
 static int parse_list(const char *v, char out[][64], int max)
@@ -276,7 +410,10 @@ static int parse_flags(int argc, char **argv, struct bench_opts *o)
                              .warmup_s = 2,
                              .read_ratio = 0.9,
                              .timeout_ms = 0,
-                             .seed = 1};
+                             .seed = 1,
+                             .leases = 100000,
+                             .lease_ttl_s = 10,
+                             .renew_ms = 3000};
     const char *workload = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -352,6 +489,18 @@ static int parse_flags(int argc, char **argv, struct bench_opts *o)
         } else if (strcmp(a, "--since-ns") == 0) {
             ok = parse_num(v, 0, 1e19, &d);
             o->since_ns = (uint64_t)d;
+        } else if (strcmp(a, "--leases") == 0) {
+            ok = parse_num(v, 1, 10000000, &d);
+            o->leases = (uint32_t)d;
+        } else if (strcmp(a, "--ttl") == 0) {
+            ok = parse_num(v, 1, 1e6, &d);
+            o->lease_ttl_s = (int64_t)d;
+        } else if (strcmp(a, "--renew-ms") == 0) {
+            ok = parse_num(v, 10, 3.6e6, &d);
+            o->renew_ms = (uint32_t)d;
+        } else if (strcmp(a, "--stream-window") == 0) {
+            ok = parse_num(v, 0, 1e6, &d);
+            o->stream_window = (uint32_t)d;
         } else if (strcmp(a, "--seed") == 0) {
             ok = parse_num(v, 0, 1e18, &d);
             o->seed = (uint64_t)d;
@@ -387,7 +536,8 @@ static int parse_flags(int argc, char **argv, struct bench_opts *o)
     bool seq = o->workload == WL_FAILOVER || o->workload == WL_STARTUP;
     if (!o->timeout_ms)
         o->timeout_ms = seq ? 200 : 5000;
-    if ((o->workload == WL_WATCH || o->workload == WL_LEASE) && o->streams < 1) {
+    if ((o->workload == WL_WATCH || o->workload == WL_LEASE || o->workload == WL_LEASE_SCALE) &&
+        o->streams < 1) {
         fprintf(stderr, "baton-bench: %s needs --streams >= 1\n", workload);
         return -1;
     }

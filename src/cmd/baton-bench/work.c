@@ -756,6 +756,8 @@ int bench_run(const struct bench_opts *o, struct bench_result *res)
 {
     memset(res, 0, sizeof(*res));
     res->server_cpu_s = -1;
+    if (o->workload == WL_LEASE_SCALE)
+        return bench_run_lease_scale(o, res);
     struct run *r = calloc(1, sizeof(*r));
     if (!r)
         return BATON_ENOMEM;
