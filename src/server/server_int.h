@@ -181,7 +181,7 @@ struct server {
     /* Proposals made by callbacks that ran inside a ready (e.g. on an apply): proposed right
      * after raft_advance. Records: [u32 length][u64 request id][entry bytes]. */
     struct buf deferred;
-    bool kicked;    /* a wake is pending: server_on_wal will run */
+    bool kicked; /* a wake is pending: server_on_wal will run */
     bool again;
 };
 

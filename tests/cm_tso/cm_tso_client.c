@@ -294,11 +294,13 @@ static void check_followers(struct ctx *x, int leader)
         t.count = 1;
         int code =
             unary(x, i, "/baton.v1.Tso/GetTimestamp", &t.base, NULL, &a, NULL, msg, sizeof(msg));
-        expect("GetTimestamp on a follower", code, msg, GRPC_FAILED_PRECONDITION, "etcdserver: not leader");
+        expect("GetTimestamp on a follower", code, msg, GRPC_FAILED_PRECONDITION,
+               "etcdserver: not leader");
         Baton__V1__IdAllocRequest d = BATON__V1__ID_ALLOC_REQUEST__INIT;
         d.count = 1;
         code = unary(x, i, "/baton.v1.Tso/AllocIds", &d.base, NULL, &a, NULL, msg, sizeof(msg));
-        expect("AllocIds on a follower", code, msg, GRPC_FAILED_PRECONDITION, "etcdserver: not leader");
+        expect("AllocIds on a follower", code, msg, GRPC_FAILED_PRECONDITION,
+               "etcdserver: not leader");
     }
     arena_free(&a);
 }
