@@ -33,9 +33,9 @@ test: build build-clang build-asan
 	@ctest --test-dir $(CLANG) --output-on-failure -L fuzz --no-tests=ignore
 	@ctest --test-dir $(ASAN) --output-on-failure -j $(JOBS) --timeout 900
 
-# Long fuzzing runs: make fuzz FUZZ_SECONDS=3600
+# Long fuzzing runs from random seeds: make fuzz FUZZ_SECONDS=3600 (FUZZ_SEED=n replays one)
 fuzz: build-clang
-	@FUZZ_SECONDS=$${FUZZ_SECONDS:-600} ctest --test-dir $(CLANG) --output-on-failure -L fuzz
+	@FUZZ_SEED=$${FUZZ_SEED:-0} FUZZ_SECONDS=$${FUZZ_SECONDS:-600} ctest --test-dir $(CLANG) --output-on-failure -L fuzz
 
 # A single member with its default data directory (./default.baton) and etcd's default ports.
 run: build

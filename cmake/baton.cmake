@@ -41,6 +41,8 @@ endfunction()
 # only in the clang build (BATON_FUZZ=ON). It is registered with CTest under the label "fuzz"
 # and runs for SECONDS (default 20) from its checked-in corpus; `make fuzz FUZZ_SECONDS=n`
 # runs every target for longer. New inputs go to a scratch copy, never into the repo.
+# `make test` fuzzes from a fixed seed (FUZZ_SEED, default 1), so what CI explores is a prefix
+# of what a longer local run with the same seed explores; `make fuzz` picks random seeds.
 function(baton_fuzz name)
   cmake_parse_arguments(F "" "SECONDS;CORPUS" "SOURCES;LIBS" ${ARGN})
   if(NOT BATON_FUZZ)
@@ -59,7 +61,7 @@ function(baton_fuzz name)
     set(seeds ${F_CORPUS})
   endif()
   add_test(NAME ${name}
-           COMMAND sh -c "mkdir -p '${work}' && exec \"$0\" -max_total_time=\${FUZZ_SECONDS:-${F_SECONDS}} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 '${work}' ${seeds}"
+           COMMAND sh -c "mkdir -p '${work}' && exec \"$0\" -seed=\${FUZZ_SEED:-1} -max_total_time=\${FUZZ_SECONDS:-${F_SECONDS}} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 '${work}' ${seeds}"
                    $<TARGET_FILE:${name}>)
   set_tests_properties(${name} PROPERTIES LABELS fuzz TIMEOUT 7200)
 endfunction()

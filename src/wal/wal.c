@@ -498,6 +498,13 @@ static int seg_scan_records(struct wal *w, struct wal_seg *s, struct rd *r, cons
         const uint8_t *f;
         int rc;
         bool zero = false;
+        if (off >= r->size) {
+            /* The file ends here, or inside the padding of the last record: the next record
+             * goes at the aligned end (the caller extends the file with zeros to it). */
+            out->end = off;
+            out->torn = false;
+            return 0;
+        }
         uint64_t avail = r->size - off;
         if (avail < WAL_REC_HDR) {
             rc = rd_get(r, off, (size_t)avail, &f);
@@ -550,8 +557,6 @@ static int seg_scan_records(struct wal *w, struct wal_seg *s, struct rd *r, cons
         if (index > s->max_index)
             s->max_index = index;
         off += WAL_REC_HDR + wal_align8(len);
-        if (off > r->size)
-            off = r->size; /* padding of the last record cut off by the end of the file */
     }
 }
 
@@ -618,8 +623,8 @@ static int seg_open_one(struct wal *w, struct wal_seg *s, bool is_last, char *em
                       " dropped_bytes=%" PRIu64,
                       path, sc.end, r.size - sc.end);
             rc = seg_cut_tail(w, fd, sc.end, r.size);
-        } else if (r.size < w->segment_bytes) {
-            rc = io->fallocate(io->ctx, fd, r.size, w->segment_bytes - r.size);
+        } else if (r.size < BATON_MAX(sc.end, w->segment_bytes)) {
+            rc = io->fallocate(io->ctx, fd, r.size, BATON_MAX(sc.end, w->segment_bytes) - r.size);
         }
         if (rc) {
             wal_errf(em, em_len, "wal: repairing %s at offset %" PRIu64 ": %s", path, sc.end,
@@ -627,7 +632,7 @@ static int seg_open_one(struct wal *w, struct wal_seg *s, bool is_last, char *em
             goto out;
         }
         w->seg_off = sc.end;
-        w->seg_cap = BATON_MAX(r.size, w->segment_bytes);
+        w->seg_cap = BATON_MAX(BATON_MAX(r.size, sc.end), w->segment_bytes);
     }
 out:
     free(r.buf);
