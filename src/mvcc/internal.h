@@ -172,6 +172,7 @@ bool key_in_range(struct mvcc_bytes key, struct mvcc_bytes end, const uint8_t *k
 struct lease {
     int64_t id, ttl_s;
     uint64_t expiry_ms;      /* leader only; 0: starts at the next clock reading */
+    uint64_t heap_ms;        /* its key in the heap: <= expiry_ms, which renewals move ahead */
     size_t heap_i;           /* SIZE_MAX: not in the heap */
     struct mvcc_bytes *keys; /* attached keys, each an owned copy */
     size_t nkeys, cap;
@@ -179,7 +180,7 @@ struct lease {
 struct lease_table {
     struct lease **slots; /* open addressing, linear probing, power-of-two size */
     size_t cap, n;
-    struct lease **heap; /* min-heap on expiry_ms, leader only */
+    struct lease **heap; /* min-heap on heap_ms, leader only */
     size_t heap_n, heap_cap;
     bool primary;
     uint64_t gen_index; /* id generation: Raft index and a counter within it */

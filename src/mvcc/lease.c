@@ -76,7 +76,7 @@ static void heap_swap(struct lease_table *t, size_t a, size_t b)
 
 static void heap_up(struct lease_table *t, size_t i)
 {
-    while (i > 0 && t->heap[(i - 1) / 2]->expiry_ms > t->heap[i]->expiry_ms) {
+    while (i > 0 && t->heap[(i - 1) / 2]->heap_ms > t->heap[i]->heap_ms) {
         heap_swap(t, i, (i - 1) / 2);
         i = (i - 1) / 2;
     }
@@ -86,9 +86,9 @@ static void heap_down(struct lease_table *t, size_t i)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < t->heap_n && t->heap[l]->expiry_ms < t->heap[m]->expiry_ms)
+        if (l < t->heap_n && t->heap[l]->heap_ms < t->heap[m]->heap_ms)
             m = l;
-        if (r < t->heap_n && t->heap[r]->expiry_ms < t->heap[m]->expiry_ms)
+        if (r < t->heap_n && t->heap[r]->heap_ms < t->heap[m]->heap_ms)
             m = r;
         if (m == i)
             return;
@@ -107,6 +107,7 @@ static int heap_push(struct lease_table *t, struct lease *l)
         t->heap = nh;
         t->heap_cap = nc;
     }
+    l->heap_ms = l->expiry_ms;
     l->heap_i = t->heap_n;
     t->heap[t->heap_n++] = l;
     heap_up(t, l->heap_i);
@@ -128,11 +129,9 @@ static void heap_remove(struct lease_table *t, struct lease *l)
     l->heap_i = SIZE_MAX;
 }
 
-static void heap_fix(struct lease_table *t, struct lease *l)
-{
-    heap_down(t, l->heap_i);
-    heap_up(t, l->heap_i);
-}
+/* Moves a lease's heap key up to its expiry (starting the expiry first if it has not started):
+ * keys only grow, so it sifts down. */
+static void heap_catch_up(struct lease_table *t, struct lease *l, uint64_t now_ms);
 
 /* ---- Table ---------------------------------------------------------------------------------- */
 
@@ -345,8 +344,9 @@ int mvcc_lease_renew(struct mvcc_store *s, int64_t id, uint64_t now_ms, int64_t 
         return BATON_ENOTLEADER;
     if (l->expiry_ms && l->expiry_ms <= now_ms)
         return MVCC_ELEASENOTFOUND; /* expired: its revoke is on its way, as etcd answers */
+    /* The heap key stays behind: the expiry check catches it up when it comes due, so a
+     * renewal costs no heap work (a lease renewed every TTL/3 is sifted once per TTL). */
     l->expiry_ms = expiry_of(l->ttl_s, now_ms);
-    heap_fix(t, l);
     *ttl_s = l->ttl_s;
     return 0;
 }
@@ -382,22 +382,54 @@ void mvcc_lease_demote(struct mvcc_store *s)
     t->primary = false;
 }
 
+static void heap_catch_up(struct lease_table *t, struct lease *l, uint64_t now_ms)
+{
+    if (l->expiry_ms == 0)
+        l->expiry_ms = expiry_of(l->ttl_s, now_ms);
+    l->heap_ms = l->expiry_ms;
+    heap_down(t, l->heap_i);
+}
+
+/* A lease whose heap key is due but whose expiry moved on (renewed), or not started. */
+static bool heap_behind(const struct lease *l, uint64_t now_ms)
+{
+    return l->heap_ms == 0 || (l->heap_ms <= now_ms && l->expiry_ms > l->heap_ms);
+}
+
+#define LEASE_CATCH_UP_MAX 256 /* below the top, per call */
+
 int mvcc_lease_expired(struct mvcc_store *s, uint64_t now_ms, int64_t *ids, size_t max, size_t *n)
 {
     struct lease_table *t = &s->leases;
     *n = 0;
     if (!t->primary)
         return 0;
-    /* Leases granted since the last reading start their TTL now. */
-    while (t->heap_n && t->heap[0]->expiry_ms == 0) {
-        t->heap[0]->expiry_ms = expiry_of(t->heap[0]->ttl_s, now_ms);
-        heap_down(t, 0);
+    /* Leases granted since the last reading start their TTL now; renewed ones due at the top
+     * take their real expiry. Each step raises a key, so this ends. */
+    while (t->heap_n && heap_behind(t->heap[0], now_ms))
+        heap_catch_up(t, t->heap[0], now_ms);
+    /* Report without removing: the leader proposes revokes and they remove the leases. Only
+     * the subtrees whose keys are due are walked (a key never exceeds its subtree's); renewed
+     * leases met there are caught up afterwards, a bounded number per call. */
+    struct lease *behind[LEASE_CATCH_UP_MAX];
+    size_t nb = 0;
+    size_t stack[2 * 64 + 2];
+    size_t sp = 0;
+    if (t->heap_n && t->heap[0]->heap_ms <= now_ms)
+        stack[sp++] = 0;
+    while (sp && *n < max && nb < LEASE_CATCH_UP_MAX) {
+        size_t i = stack[--sp];
+        struct lease *l = t->heap[i];
+        if (heap_behind(l, now_ms))
+            behind[nb++] = l;
+        else
+            ids[(*n)++] = l->id;
+        for (size_t c = 2 * i + 1; c <= 2 * i + 2 && c < t->heap_n; c++)
+            if (t->heap[c]->heap_ms <= now_ms && sp < BATON_ARRAY_LEN(stack))
+                stack[sp++] = c;
     }
-    /* Report without removing: the leader proposes revokes and they remove the leases. To keep
-     * reports bounded, walk the heap's expired prefix breadth-first. */
-    for (size_t i = 0; i < t->heap_n && *n < max; i++)
-        if (t->heap[i]->expiry_ms <= now_ms)
-            ids[(*n)++] = t->heap[i]->id;
+    for (size_t i = 0; i < nb; i++)
+        heap_catch_up(t, behind[i], now_ms);
     return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -429,12 +430,13 @@ int mvcc_db_size(struct mvcc_store *s, uint64_t *in_use_bytes, uint64_t *file_by
     if (in_use_bytes)
         *in_use_bytes = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
     if (file_bytes) {
-        FILE *f = fopen(s->path, "rb");
-        if (!f)
+        mdb_filehandle_t fd;
+        struct stat fst;
+        if ((rc = mdb_env_get_fd(s->env, &fd)) != 0)
+            return mdb_to_err(rc);
+        if (fstat(fd, &fst) != 0)
             return -errno;
-        fseeko(f, 0, SEEK_END);
-        *file_bytes = (uint64_t)ftello(f);
-        fclose(f);
+        *file_bytes = (uint64_t)fst.st_size;
     }
     return 0;
 }

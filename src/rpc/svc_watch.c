@@ -127,12 +127,12 @@ static struct wmsg *wresp_encode(struct services *sv, const struct wresp *r)
 {
     uint8_t hbuf[128];
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    struct server_status st;
-    server_status(sv->s, &st);
-    h.cluster_id = st.cluster_id;
-    h.member_id = st.member_id;
-    h.revision = r->header_rev > 0 ? r->header_rev : st.revision;
-    h.raft_term = st.term;
+    struct server_header sh;
+    server_header(sv->s, &sh);
+    h.cluster_id = sh.cluster_id;
+    h.member_id = sh.member_id;
+    h.revision = r->header_rev > 0 ? r->header_rev : sh.revision;
+    h.raft_term = sh.term;
     size_t hlen = etcdserverpb__response_header__get_packed_size(&h);
     BATON_ASSERT(hlen <= sizeof(hbuf));
     etcdserverpb__response_header__pack(&h, hbuf);

@@ -633,6 +633,77 @@ TEST(leases_grant_revoke_ttl)
     arena_free(&A);
 }
 
+/* The expiry heap keeps renewed leases under their old keys and catches them up lazily: what
+ * it reports must still be exactly the leases a brute-force model says are expired (after at
+ * most a few calls at one instant, since each call catches up a bounded number). */
+TEST(lease_expiry_matches_a_model)
+{
+    enum { N = 600 };
+    struct mvcc_store *s = open_store();
+    struct prng rng;
+    prng_seed(&rng, 17);
+    int64_t id[N], ttl[N];
+    uint64_t expiry[N];
+    bool live[N];
+    begin(s);
+    for (int i = 0; i < N; i++) {
+        ttl[i] = 5 + (int64_t)prng_below(&rng, 20);
+        CHECK_OK(mvcc_lease_grant(s, 0, ttl[i], &id[i], NULL));
+        live[i] = true;
+    }
+    CHECK_OK(mvcc_batch_commit(s));
+    uint64_t now = 1000;
+    mvcc_lease_promote(s, now);
+    for (int i = 0; i < N; i++)
+        expiry[i] = now + (uint64_t)ttl[i] * 1000 + 1;
+    for (int step = 0; step < 3000; step++) {
+        now += prng_below(&rng, 400);
+        for (int r = 0; r < 40; r++) {
+            int i = (int)prng_below(&rng, N);
+            int64_t got;
+            int rc = mvcc_lease_renew(s, id[i], now, &got);
+            if (!live[i]) {
+                CHECK_EQ(rc, MVCC_ELEASENOTFOUND);
+            } else if (expiry[i] <= now) {
+                CHECK_EQ(rc, MVCC_ELEASENOTFOUND); /* expired, not yet revoked */
+            } else {
+                CHECK_OK(rc);
+                expiry[i] = now + (uint64_t)ttl[i] * 1000 + 1;
+            }
+        }
+        bool seen[N] = {false};
+        for (int call = 0; call < 4; call++) {
+            int64_t ids[N];
+            size_t n;
+            CHECK_OK(mvcc_lease_expired(s, now, ids, N, &n));
+            for (size_t k = 0; k < n; k++) {
+                int i = 0;
+                while (i < N && id[i] != ids[k])
+                    i++;
+                CHECK(i < N);
+                CHECK(live[i]);
+                CHECK(expiry[i] <= now); /* never an unexpired lease */
+                seen[i] = true;
+            }
+        }
+        int revoked = 0;
+        for (int i = 0; i < N; i++) {
+            if (!live[i] || expiry[i] > now)
+                continue;
+            CHECK(seen[i]); /* every expired lease reported */
+            if (prng_below(&rng, 3) == 0 || revoked == 0) {
+                begin(s);
+                CHECK_OK(mvcc_lease_revoke(s, id[i]));
+                CHECK_OK(mvcc_batch_commit(s));
+                live[i] = false;
+                revoked++;
+            }
+        }
+    }
+    mvcc_close(s);
+    arena_free(&A);
+}
+
 TEST(lease_ids_deterministic)
 {
     char p1[512], p2[512];
