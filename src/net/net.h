@@ -93,6 +93,13 @@ void net_timer_close(struct net_timer *t);
 int net_async_create(struct net_loop *l, void (*cb)(void *ctx), void *ctx, struct net_async **out);
 void net_async_send(struct net_async *a);
 void net_async_close(struct net_async *a);
+/* cb(ctx) runs once on the loop thread before the loop next waits for I/O, however many
+ * net_defer_request calls (loop thread only) came before: work queued by all the events of one
+ * loop turn is done once, without the system calls of an async wake-up. */
+struct net_defer;
+int net_defer_create(struct net_loop *l, void (*cb)(void *ctx), void *ctx, struct net_defer **out);
+void net_defer_request(struct net_defer *d);
+void net_defer_close(struct net_defer *d);
 /* cb(ctx) whenever fd is readable (level-triggered). 0, BATON_ENOMEM or -errno. */
 int net_fd_watch(struct net_loop *l, int fd, void (*cb)(void *ctx), void *ctx, struct net_fd **out);
 void net_fd_close(struct net_fd *f);

@@ -19,6 +19,12 @@ struct net_async {
     void *ctx;
 };
 
+struct net_defer {
+    uv_idle_t h;
+    void (*cb)(void *);
+    void *ctx;
+};
+
 struct net_fd {
     uv_poll_t h;
     void (*cb)(void *);
@@ -95,6 +101,40 @@ void net_async_close(struct net_async *a)
 {
     if (a)
         uv_close((uv_handle_t *)&a->h, free_handle);
+}
+
+/* An active idle handle makes the loop poll without blocking, so the callback runs before the
+ * loop next sleeps; it stops itself first, so a request made inside cb schedules another run. */
+static void on_defer(uv_idle_t *h)
+{
+    struct net_defer *d = h->data;
+    uv_idle_stop(&d->h);
+    d->cb(d->ctx);
+}
+
+int net_defer_create(struct net_loop *l, void (*cb)(void *ctx), void *ctx, struct net_defer **out)
+{
+    struct net_defer *d = calloc(1, sizeof(*d));
+    if (!d)
+        return BATON_ENOMEM;
+    d->cb = cb;
+    d->ctx = ctx;
+    uv_idle_init(net_loop_uv(l), &d->h);
+    d->h.data = d;
+    *out = d;
+    return 0;
+}
+
+void net_defer_request(struct net_defer *d)
+{
+    if (!uv_is_active((uv_handle_t *)&d->h))
+        uv_idle_start(&d->h, on_defer);
+}
+
+void net_defer_close(struct net_defer *d)
+{
+    if (d)
+        uv_close((uv_handle_t *)&d->h, free_handle);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events)

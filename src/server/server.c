@@ -21,7 +21,10 @@ void server_kick(struct server *s)
 {
     if (!s->kicked) {
         s->kicked = true;
-        s->o.env.wake(s->o.env.ctx);
+        if (s->o.env.defer)
+            s->o.env.defer(s->o.env.ctx);
+        else
+            s->o.env.wake(s->o.env.ctx);
     }
 }
 
@@ -97,7 +100,14 @@ void server_on_peer_frame(struct server *s, uint64_t from, const uint8_t *data, 
     } else if (data[0] == FRAME_LEADER_RESP) {
         ops_on_response(s, data + 1, len - 1);
     }
-    server_process(s);
+    /* The other frames read in this loop turn join the same ready (one WAL batch, one store
+     * commit); a change of leader or term is taken at once, so that calls arriving next see it. */
+    struct raft_status st;
+    raft_status(s->raft, &st);
+    if (st.leader != s->leader || st.term != s->term)
+        server_process(s);
+    else
+        server_kick(s);
 }
 
 /* The transport saw a peer's process die. When it was our leader, every follower hears it at

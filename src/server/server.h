@@ -107,6 +107,10 @@ struct server_env {
     /* A fatal error (WAL or LMDB failure): the member stops serving; the program should exit
      * non-zero with msg. */
     void (*fatal)(void *ctx, int err, const char *msg);
+    /* Optional: like wake, from the loop thread only, and run before the loop next waits for
+     * I/O, so that the peer frames and proposals of one loop turn make one ready (one WAL
+     * batch, one store commit). NULL: wake serves. */
+    void (*defer)(void *ctx);
 };
 
 #define SERVER_URLS_MAX 4

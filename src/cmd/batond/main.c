@@ -44,6 +44,7 @@ struct batond {
     struct net_fd *http_fd;
     struct net_timer *http_timer, *tick;
     struct net_async *wal_wake;
+    struct net_defer *defer; /* the server's loop-thread kicks */
     struct net_signal *sigint, *sigterm;
     struct bmetrics bm;
     int exit_code;
@@ -93,6 +94,11 @@ static void env_wake(void *ctx)
     net_async_send(((struct batond *)ctx)->wal_wake);
 }
 
+static void env_defer(void *ctx)
+{
+    net_defer_request(((struct batond *)ctx)->defer);
+}
+
 static void env_fatal(void *ctx, int err, const char *msg)
 {
     struct batond *b = ctx;
@@ -104,7 +110,8 @@ static void env_fatal(void *ctx, int err, const char *msg)
 static void on_wal_wake(void *ctx)
 {
     struct batond *b = ctx;
-    server_on_wal(b->srv);
+    if (b->srv)
+        server_on_wal(b->srv);
 }
 
 /* Raft ticks ten times per heartbeat interval, so timeouts (and the jitter after a leader's
@@ -418,10 +425,12 @@ static int start_member(struct batond *b, char *err, size_t err_len)
         .client_urls_len = f->advertise_client.len,
         .seed = net_now_ms() ^ ((uint64_t)getpid() << 32),
         .log = &b->log,
-        .env = {b, env_now, env_send, env_peer_set, env_wake, env_fatal},
+        .env = {b, env_now, env_send, env_peer_set, env_wake, env_fatal, env_defer},
         .observer = bmetrics_server_observer(&b->bm),
     };
     int rc = net_async_create(b->loop, on_wal_wake, b, &b->wal_wake);
+    if (!rc)
+        rc = net_defer_create(b->loop, on_wal_wake, b, &b->defer);
     if (!rc)
         rc = server_open(&o, &b->srv, err, err_len);
     if (!rc) {
@@ -539,6 +548,7 @@ static void shutdown_all(struct batond *b)
     if (b->srv)
         server_close(b->srv);
     net_async_close(b->wal_wake);
+    net_defer_close(b->defer);
     if (b->loop)
         net_loop_destroy(b->loop);
     if (b->rpc)
