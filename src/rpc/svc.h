@@ -22,7 +22,9 @@ struct services {
     struct cfg_svc *cfg_svc; /* svc_baton_config.c */
 };
 
-/* A ResponseHeader for now (revision: the store's current one unless rev > 0). */
+/* A ResponseHeader for now (revision: the store's current one unless rev > 0): filled in place,
+ * or allocated in a. Cheap enough for every response. */
+void svc_header_fill(struct services *sv, Etcdserverpb__ResponseHeader *h, int64_t rev);
 Etcdserverpb__ResponseHeader *svc_header(struct services *sv, struct arena *a, int64_t rev);
 /* An mvcc KeyValue as a protobuf-c struct (pointers into kv's memory). */
 Mvccpb__KeyValue *svc_kv(struct arena *a, const struct mvcc_kv *kv);

@@ -603,13 +603,8 @@ static int cwatch_send(struct cwatch *w, const uint8_t *value, size_t len, int64
     if (len)
         memcpy(json, value, len);
     json[len] = 0;
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    struct server_header sh;
-    server_header(w->sv->s, &sh);
-    h.cluster_id = sh.cluster_id;
-    h.member_id = sh.member_id;
-    h.revision = header_rev > 0 ? header_rev : sh.revision;
-    h.raft_term = sh.term;
+    Etcdserverpb__ResponseHeader h;
+    svc_header_fill(w->sv, &h, header_rev);
     Baton__V1__ConfigWatchResponse m = BATON__V1__CONFIG_WATCH_RESPONSE__INIT;
     m.header = &h;
     m.json = json;

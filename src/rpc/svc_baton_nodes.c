@@ -516,13 +516,8 @@ static void streams_end_not_leader(struct nodes *ns)
 static bool hb_respond(struct hb_stream *st, const struct cluster_node_live *n, bool reregister)
 {
     struct nodes *ns = st->ns;
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    struct server_header sh;
-    server_header(ns->sv->s, &sh);
-    h.cluster_id = sh.cluster_id;
-    h.member_id = sh.member_id;
-    h.revision = sh.revision;
-    h.raft_term = sh.term;
+    Etcdserverpb__ResponseHeader h;
+    svc_header_fill(ns->sv, &h, 0);
     Baton__V1__HeartbeatResponse m = BATON__V1__HEARTBEAT_RESPONSE__INIT;
     Baton__V1__Command cmd = BATON__V1__COMMAND__INIT, *cmds[1] = {&cmd};
     m.header = &h;

@@ -140,17 +140,6 @@ static struct item *fifo_pop(struct fifo *f)
     return it;
 }
 
-static void header_fill(struct services *sv, Etcdserverpb__ResponseHeader *h)
-{
-    struct server_header sh;
-    server_header(sv->s, &sh);
-    etcdserverpb__response_header__init(h);
-    h->cluster_id = sh.cluster_id;
-    h->member_id = sh.member_id;
-    h->revision = sh.revision;
-    h->raft_term = sh.term;
-}
-
 /* ---- Streams and items ------------------------------------------------------------------------
  */
 
@@ -180,7 +169,7 @@ static void item_done(struct tso_svc *ts, struct item *it, int code, const char 
         rpc_call_set_user(it->call, NULL); /* before the call ends and the handle goes */
     if (call && code == GRPC_OK) {
         Etcdserverpb__ResponseHeader h;
-        header_fill(ts->sv, &h);
+        svc_header_fill(ts->sv, &h, 0);
         int rc;
         if (it->kind == ITEM_TS) {
             Baton__V1__TsoResponse m = BATON__V1__TSO_RESPONSE__INIT;

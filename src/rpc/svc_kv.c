@@ -14,11 +14,8 @@
 /* ---- Shared helpers ----------------------------------------------------------------------------
  */
 
-Etcdserverpb__ResponseHeader *svc_header(struct services *sv, struct arena *a, int64_t rev)
+void svc_header_fill(struct services *sv, Etcdserverpb__ResponseHeader *h, int64_t rev)
 {
-    Etcdserverpb__ResponseHeader *h = arena_alloc(a, sizeof(*h));
-    if (!h)
-        return NULL;
     etcdserverpb__response_header__init(h);
     struct server_header sh;
     server_header(sv->s, &sh);
@@ -26,6 +23,13 @@ Etcdserverpb__ResponseHeader *svc_header(struct services *sv, struct arena *a, i
     h->member_id = sh.member_id;
     h->revision = rev > 0 ? rev : sh.revision;
     h->raft_term = sh.term;
+}
+
+Etcdserverpb__ResponseHeader *svc_header(struct services *sv, struct arena *a, int64_t rev)
+{
+    Etcdserverpb__ResponseHeader *h = arena_alloc(a, sizeof(*h));
+    if (h)
+        svc_header_fill(sv, h, rev);
     return h;
 }
 

@@ -317,13 +317,8 @@ static void on_ka_done(void *ctx, int err, int64_t ttl, int64_t granted)
         ka_end(st, err);
         return;
     }
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    struct server_header sh;
-    server_header(st->sv->s, &sh);
-    h.cluster_id = sh.cluster_id;
-    h.member_id = sh.member_id;
-    h.revision = sh.revision;
-    h.raft_term = sh.term;
+    Etcdserverpb__ResponseHeader h;
+    svc_header_fill(st->sv, &h, 0);
     Etcdserverpb__LeaseKeepAliveResponse m = ETCDSERVERPB__LEASE_KEEP_ALIVE_RESPONSE__INIT;
     m.header = &h;
     m.id = id;

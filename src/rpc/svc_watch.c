@@ -126,13 +126,8 @@ static size_t events_size(const struct mvcc_event *ev, size_t n)
 static struct wmsg *wresp_encode(struct services *sv, const struct wresp *r)
 {
     uint8_t hbuf[128];
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    struct server_header sh;
-    server_header(sv->s, &sh);
-    h.cluster_id = sh.cluster_id;
-    h.member_id = sh.member_id;
-    h.revision = r->header_rev > 0 ? r->header_rev : sh.revision;
-    h.raft_term = sh.term;
+    Etcdserverpb__ResponseHeader h;
+    svc_header_fill(sv, &h, r->header_rev);
     size_t hlen = etcdserverpb__response_header__get_packed_size(&h);
     BATON_ASSERT(hlen <= sizeof(hbuf));
     etcdserverpb__response_header__pack(&h, hbuf);
