@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -488,6 +489,16 @@ static void store_poison(struct mvcc_store *s, int rc)
     s->poisoned = true;
 }
 
+/* LMDB reports a short write as EIO (mdb_page_flush), which is how a full file system usually
+ * shows itself: call it what it is when the store's file system has no room left. */
+static int commit_err(const struct mvcc_store *s, int rc)
+{
+    struct statvfs v;
+    if (rc == -EIO && statvfs(s->path, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < (1u << 20))
+        return -ENOSPC;
+    return rc;
+}
+
 static uint64_t mono_ns(void)
 {
     struct timespec ts;
@@ -516,8 +527,9 @@ int mvcc_batch_commit(struct mvcc_store *s)
     s->wtxn = NULL;
     s->last_commit_ns = mono_ns() - start_ns;
     if (rc != 0) {
-        store_poison(s, mdb_to_err(rc));
-        return mdb_to_err(rc);
+        rc = commit_err(s, mdb_to_err(rc));
+        store_poison(s, rc);
+        return rc;
     }
     watch_deliver_batch(s);
     return 0;

@@ -33,7 +33,7 @@ void server_fail(struct server *s, int err, const char *what)
     if (s->failed)
         return;
     s->failed = true;
-    char msg[256];
+    char msg[PATH_MAX + 256];
     snprintf(msg, sizeof(msg), "%s: %s", what, mvcc_strerror(err));
     log_write(s->o.log, LOG_ERROR, "member=%llx msg=\"fatal\" err=\"%s\"",
               (unsigned long long)s->o.member_id, msg);
@@ -190,7 +190,9 @@ void server_on_wal(struct server *s)
         } while (n == BATON_ARRAY_LEN(ns));
     }
     if (pr.err) {
-        server_fail(s, pr.err, "write-ahead log");
+        char what[PATH_MAX + 64];
+        snprintf(what, sizeof(what), "%s: write-ahead log", s->dir.wal);
+        server_fail(s, pr.err, what);
         return;
     }
     if (s->persist_seq && pr.durable_seq >= s->persist_seq) {
@@ -273,7 +275,9 @@ static void handle_ready(struct server *s)
     }
     rc = apply_entries(s, rd.committed, rd.committed_len);
     if (rc) {
-        server_fail(s, rc, "applying committed entries to the store");
+        char what[PATH_MAX + 64];
+        snprintf(what, sizeof(what), "%s: applying committed entries to the store", s->dir.db);
+        server_fail(s, rc, what);
         return;
     }
     for (size_t i = 0; i < rd.reads_len; i++)
