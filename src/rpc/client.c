@@ -285,7 +285,13 @@ int rpc_client_create(const struct rpc_client_config *cfg, rpc_notify_fn notify,
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-    int rv = nghttp2_session_client_new(&cl->h2, cbs, cl);
+    nghttp2_option *opt;
+    int rv = nghttp2_option_new(&opt);
+    if (rv == 0) {
+        nghttp2_option_set_no_closed_streams(opt, 1); /* as the server: no priority tree */
+        rv = nghttp2_session_client_new2(&cl->h2, cbs, cl, opt);
+        nghttp2_option_del(opt);
+    }
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0) {
         free(cl);

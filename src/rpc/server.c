@@ -745,6 +745,10 @@ int rpc_conn_create(struct rpc_server *srv, rpc_notify_fn notify, void *notify_c
                                                (uint64_t)c->cfg->resets_per_sec * 4);
     nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
     nghttp2_option_set_no_http_messaging(opt, 1);
+    /* gRPC has no use for stream priorities; without this nghttp2 keeps closed streams in its
+     * priority tree, up to the concurrent-stream limit per connection (~1 MiB per busy
+     * connection at our limit, grown by every stream until then). */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     int rv = nghttp2_session_server_new2(&c->h2, cbs, c, opt);
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);
