@@ -115,7 +115,7 @@ static void member_open(struct cluster *c, int i)
         .client_urls_len = 1,
         .seed = 1234 + (uint64_t)i,
         .snapshot_count = c->snapshot_count,
-        .env = {m, mono_ms, env_send, env_peer_set, env_wake, env_fatal},
+        .env = {m, mono_ms, env_send, env_peer_set, env_wake, env_fatal, env_wake},
         .observer = {obs_timing, m},
     };
     int rc = server_open(&o, &m->s, err, sizeof(err));
