@@ -85,12 +85,13 @@ struct tso_svc {
     struct services *sv;
     struct tso tso;
     struct idalloc ids;
-    uint64_t term;       /* the term last seen in a response header */
-    bool leading;        /* this member led `term` when last looked */
-    struct fifo ts_q;    /* timestamp requests, arrival order */
-    struct fifo ids_q;   /* id requests, arrival order */
-    uint64_t round_next; /* the round the next barrier will confirm */
-    bool barrier_busy;   /* a barrier is in flight for round_next - 1 */
+    uint64_t term;         /* the term last seen in a response header */
+    bool leading;          /* this member led `term` when last looked */
+    struct fifo ts_q;      /* timestamp requests, arrival order */
+    struct fifo ids_q;     /* id requests, arrival order */
+    uint64_t round_next;   /* the round the next barrier will confirm */
+    bool barrier_busy;     /* a barrier is in flight for round_next - 1 */
+    uint64_t barrier_term; /* the term this member led in when the barrier started */
     struct server_call *barrier;
     struct cas tso_cas, ids_cas;
     uint64_t ts_used_ms, ids_used_ms; /* monotonic time of the last request (0: none) */
@@ -398,6 +399,17 @@ static void on_barrier(void *ctx, int err, const struct server_result *res)
     uint64_t round = ts->round_next - 1;
     ts->barrier = NULL;
     ts->barrier_busy = false;
+    /* A read barrier also completes on a follower (its ReadIndex goes to the leader), so it
+     * alone does not show that this member still leads: a leader resumed after a pause can
+     * start one, learn of a newer term before Raft takes it, and have it answered by the new
+     * leader. Only a member that leads in the term it started the barrier in has had its own
+     * leadership confirmed by it (a member never leads twice in one term). */
+    if (!err) {
+        struct server_status st;
+        server_status(ts->sv->s, &st);
+        if (!st.is_leader || st.term != ts->barrier_term)
+            err = BATON_ENOTLEADER;
+    }
     for (struct item *it = ts->ts_q.head; it && it->round && it->round <= round; it = it->next)
         it->confirmed = !err;
     if (err) {
@@ -419,7 +431,9 @@ static void start_barrier(struct tso_svc *ts)
         if (!it->round)
             it->round = round;
     ts->barrier_busy = true;
-    int rc = server_read_barrier(ts->sv->s, on_barrier, ts, &ts->barrier);
+    ts->barrier_term = ts->term;
+    int rc = ts->leading ? server_read_barrier(ts->sv->s, on_barrier, ts, &ts->barrier)
+                         : BATON_ENOTLEADER;
     if (rc) {
         ts->barrier_busy = false;
         while (ts->ts_q.head && ts->ts_q.head->round == round)
