@@ -24,12 +24,7 @@ trap cleanup EXIT
 mkdir -p "$FS"
 mount -t tmpfs -o size=40m tmpfs "$FS" || { echo "skipped: cannot mount a tmpfs here"; exit 77; }
 
-port() { echo $((20000 + (RANDOM * 32768 + RANDOM) % 12000)); }
-CP=$(port)
-PP=$(port)
-MP=$(port)
-EP=127.0.0.1:$CP
-ctl() { etcdctl --endpoints=$EP --dial-timeout=2s --command-timeout=10s "$@"; }
+. "$(dirname "$0")/../harness/member.sh"
 start() { # log file; 0 when the member serves, 1 when it exited (PID empty then)
     "$BATOND" --name f1 --data-dir "$FS/data" \
         --listen-client-urls "http://$EP" --advertise-client-urls "http://$EP" \

@@ -15,12 +15,7 @@ cleanup() {
 }
 trap cleanup EXIT
 . "$(dirname "$0")/../harness/checks.sh"
-port() { echo $((20000 + (RANDOM * 32768 + RANDOM) % 12000)); }
-CP=$(port)
-PP=$(port)
-MP=$(port)
-EP=127.0.0.1:$CP
-ctl() { etcdctl --endpoints=$EP --dial-timeout=2s --command-timeout=10s "$@"; }
+. "$(dirname "$0")/../harness/member.sh"
 
 start() { # [boot id]
     BATON_BOOT_ID=${1:-} "$BATOND" --name r1 --data-dir "$DIR/data" --snapshot-count 10 \
