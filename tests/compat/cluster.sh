@@ -45,7 +45,9 @@ die() {
 # A random port in [20000, 32000) that nothing listens on now: below the kernel's ephemeral
 # range (32768-60999), so an outgoing connection cannot take a killed member's port before it
 # restarts. Another process may still take it before our member binds; `up` detects that (the
-# member exits) and retries with new ports.
+# member exits) and retries with new ports. Sets PORT, and remembers it in PICKED_PORTS so that
+# no two ports of one cluster are the same (call it directly: in a $(...) subshell the memory
+# would be lost, and two members were once given one peer port).
 pick_port() {
     local p i
     for i in $(seq 1 200); do
@@ -53,7 +55,7 @@ pick_port() {
         case " ${PICKED_PORTS:-} " in *" $p "*) continue ;; esac
         if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then
             PICKED_PORTS="${PICKED_PORTS:-} $p"
-            echo "$p"
+            PORT=$p
             return 0
         fi
     done
@@ -221,9 +223,9 @@ cmd_up() {
             local eps=""
             for i in $(seq 1 "$n"); do
                 local cp pp mp
-                cp=$(pick_port)
-                pp=$(pick_port)
-                mp=$(pick_port)
+                pick_port && cp=$PORT
+                pick_port && pp=$PORT
+                pick_port && mp=$PORT
                 echo "CLUSTER_NAME_$i=m$i"
                 echo "CLUSTER_CLIENT_PORT_$i=$cp"
                 echo "CLUSTER_PEER_PORT_$i=$pp"
@@ -280,9 +282,9 @@ cmd_add() {
     . "$dir/cluster.env"
     local i=$((CLUSTER_SIZE + 1)) cp pp mp
     PICKED_PORTS=""
-    cp=$(pick_port)
-    pp=$(pick_port)
-    mp=$(pick_port)
+    pick_port && cp=$PORT
+    pick_port && pp=$PORT
+    pick_port && mp=$PORT
     # etcd refuses an add ("unhealthy cluster") until its members have been connected for 5 s.
     local n
     for n in $(seq 1 40); do

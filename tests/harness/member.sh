@@ -5,6 +5,8 @@
 port() { echo $((20000 + (RANDOM * 32768 + RANDOM) % 12000)); }
 CP=$(port)
 PP=$(port)
+while [ "$PP" = "$CP" ]; do PP=$(port); done
 MP=$(port)
+while [ "$MP" = "$CP" ] || [ "$MP" = "$PP" ]; do MP=$(port); done
 EP=127.0.0.1:$CP
 ctl() { etcdctl --endpoints=$EP --dial-timeout=2s --command-timeout=10s "$@"; }
