@@ -16,25 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static struct baton_client *open_client(void)
-{
-    struct baton_options o;
-    baton_options_default(&o);
-    o.endpoints = getenv("CLUSTER_ENDPOINTS");
-    if (!o.endpoints)
-        test_fail(__FILE__, __LINE__, "CLUSTER_ENDPOINTS is not set (run under cluster.sh run)");
-    o.call_timeout_ms = 10000;
-    struct baton_client *c = NULL;
-    CHECK_EQ(baton_open(&o, &c), 0);
-    return c;
-}
+#include "client_util.h"
 
 struct agent_state {
     pthread_mutex_t mu;
@@ -120,7 +102,7 @@ static void *put_thread(void *arg)
 
 TEST(agent_lifecycle)
 {
-    struct baton_client *c = open_client(), *admin = open_client();
+    struct baton_client *c = client_open(10000), *admin = client_open(10000);
     static struct agent_state s = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     struct baton_label labels[2];
     memset(labels, 0, sizeof(labels));
@@ -246,7 +228,7 @@ TEST(agent_lifecycle)
 
 TEST(agent_bad_input)
 {
-    struct baton_client *c = open_client();
+    struct baton_client *c = client_open(10000);
     struct baton_agent *a;
     struct baton_agent_config cfg = {.address = ""};
     CHECK_EQ(baton_agent_start(c, &cfg, &a), BATONE_INVAL);

@@ -15,25 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static struct baton_client *open_client(void)
-{
-    struct baton_options o;
-    baton_options_default(&o);
-    o.endpoints = getenv("CLUSTER_ENDPOINTS");
-    if (!o.endpoints)
-        test_fail(__FILE__, __LINE__, "CLUSTER_ENDPOINTS is not set (run under cluster.sh run)");
-    o.call_timeout_ms = 15000;
-    struct baton_client *c = NULL;
-    CHECK_EQ(baton_open(&o, &c), 0);
-    return c;
-}
+#include "client_util.h"
 
 /* Kills the leader when running on 3 members (CLUSTER_SH set); returns whether it did. */
 static bool kill_leader(struct baton_client *c)
@@ -78,7 +60,7 @@ static void restart_all(void)
 
 TEST(tso_strictly_increasing)
 {
-    struct baton_client *c = open_client();
+    struct baton_client *c = client_open(15000);
     uint64_t prev = 0, first;
     for (int i = 0; i < 50; i++) {
         uint32_t n = (uint32_t)(1 + i * 37 % 1000);
@@ -111,7 +93,7 @@ TEST(tso_strictly_increasing)
 
 TEST(ids_never_repeat)
 {
-    struct baton_client *c = open_client();
+    struct baton_client *c = client_open(15000);
     uint64_t prev_end = 0, first;
     for (int i = 0; i < 30; i++) {
         CHECK_EQ(baton_id_alloc(c, 100, &first), 0);
@@ -150,7 +132,7 @@ static int64_t cfg_last_version(struct cfg_seen *s)
 
 TEST(config_cas_and_watch)
 {
-    struct baton_client *c = open_client();
+    struct baton_client *c = client_open(15000);
     char *json;
     int64_t ver, rev;
     CHECK_EQ(baton_config_get(c, 0, &json, &ver, &rev), 0);

@@ -14,24 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static struct baton_client *open_client(void)
-{
-    struct baton_options o;
-    baton_options_default(&o);
-    o.endpoints = getenv("CLUSTER_ENDPOINTS");
-    if (!o.endpoints)
-        test_fail(__FILE__, __LINE__, "CLUSTER_ENDPOINTS is not set (run under cluster.sh run)");
-    struct baton_client *c = NULL;
-    CHECK_EQ(baton_open(&o, &c), 0);
-    return c;
-}
+#include "client_util.h"
 
 struct observed {
     pthread_mutex_t mu;
@@ -59,7 +42,7 @@ static int observed_n(struct observed *o)
 
 TEST(election_campaign_proclaim_observe_resign)
 {
-    struct baton_client *c = open_client();
+    struct baton_client *c = client_open(0);
     char name[64];
     snprintf(name, sizeof(name), "el-%d", (int)getpid());
     int64_t lease;
@@ -110,7 +93,7 @@ static void *lock_thread(void *arg)
 
 TEST(lock_fencing_tokens)
 {
-    struct baton_client *c1 = open_client(), *c2 = open_client();
+    struct baton_client *c1 = client_open(0), *c2 = client_open(0);
     char name[64];
     snprintf(name, sizeof(name), "lk-%d", (int)getpid());
     int64_t l1, l2;
